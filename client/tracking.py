@@ -1,0 +1,130 @@
+"""Where runs go: the embedded SQLite store, a database URI, or a shared labserver over HTTP.
+
+Also the run-numbering interface: `allocate_run_number(target, team)` hands out `blue/run-N` numbers
+atomically, from the lab's table in the database or from the server's allocator.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from labclient.config import Settings
+from labclient.errors import InvalidTeamName, TrackingError
+
+TEAM_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+TEAM_RULE = "lowercase letters, digits and '-', starting with a letter, at most 32 characters"
+UI_LAYOUT = "workflowType=machine_learning"  # open MLflow's "Model training" layout, not the GenAI one
+
+
+def validate_team(team: str | None) -> str:
+    if not team:
+        raise InvalidTeamName("no team given", "pass --team NAME or set LAB_TEAM")
+    if not TEAM_PATTERN.match(team):
+        raise InvalidTeamName(f"invalid team name {team!r}", f"use {TEAM_RULE}")
+    return team
+
+
+def run_name(team: str, number: int) -> str:
+    return f"{team}/run-{number}"
+
+
+@dataclass(frozen=True)
+class Target:
+    uri: str
+    kind: str  # "embedded", "database" or "server"
+    artifact_root: Path
+    token: str | None = None
+    team: str | None = None
+
+    @property
+    def is_server(self) -> bool:
+        return self.kind == "server"
+
+    def ui_base(self) -> str:
+        return self.uri.rstrip("/") if self.is_server else "http://127.0.0.1:5000"
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_base()}/#/experiments/{experiment_id}/runs/{run_id}?{UI_LAYOUT}"
+
+    def experiment_url(self, experiment_id: str) -> str:
+        return f"{self.ui_base()}/#/experiments/{experiment_id}?{UI_LAYOUT}"
+
+
+def resolve_target(settings: Settings, tracking_uri: str | None = None) -> Target:
+    uri = tracking_uri or settings.tracking_uri or settings.embedded_tracking_uri
+    token = settings.token.get_secret_value() if settings.token else None
+    if uri.startswith(("http://", "https://")):
+        kind = "server"
+    elif uri.startswith(("sqlite:", "postgresql", "mysql")):
+        kind = "embedded" if uri == settings.embedded_tracking_uri else "database"
+    else:
+        raise TrackingError(f"unsupported tracking URI {uri!r}", "use http(s)://server:port, sqlite:///path.db or postgresql://...")
+    return Target(uri=uri, kind=kind, artifact_root=settings.embedded_artifact_root, token=token, team=settings.team)
+
+
+def open_client(target: Target):
+    """An MlflowClient for the target; a local database is created and migrated on first use."""
+    if not target.is_server:
+        prepare_database(target)
+    elif target.token and target.team:
+        # MLflow's client reads these for HTTP basic auth: the team is the user, the token its password
+        os.environ["MLFLOW_TRACKING_USERNAME"] = target.team
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = target.token
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=target.uri)
+
+
+def prepare_database(target: Target) -> None:
+    from labserver.db import migrate
+
+    if target.kind == "embedded":
+        target.artifact_root.mkdir(parents=True, exist_ok=True)
+    with _init_lock(target):
+        try:
+            if not migrate.is_lab_schema_current(target.uri):
+                migrate.upgrade_all(target.uri)
+        except Exception as err:
+            raise TrackingError(f"cannot open the tracking store {target.uri}: {err}", "check the path or URI") from None
+
+
+@contextmanager
+def _init_lock(target: Target):
+    """Two trainings started at once on a new store must not both create its tables."""
+    target.artifact_root.mkdir(parents=True, exist_ok=True)
+    with open(target.artifact_root / ".init.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_team_experiment(client, target: Target, team: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(team)
+    if experiment is not None:
+        return experiment.experiment_id
+    if target.is_server:
+        raise TrackingError(f"team {team!r} does not exist on {target.uri}", "ask the server admin to run `labserver team add`")
+    try:
+        return client.create_experiment(team, artifact_location=(target.artifact_root / team).as_uri())
+    except MlflowException:  # another process created it a moment ago
+        return client.get_experiment_by_name(team).experiment_id
+
+
+def allocate_run_number(target: Target, team: str) -> int:
+    """The numbering interface: unique, increasing numbers per team, safe under concurrent starts."""
+    if target.is_server:
+        from labclient.server_api import ServerApi
+
+        return ServerApi(target).allocate_run_number(team)
+    from labserver.store import LabStore
+
+    return LabStore(target.uri).allocate_run_number(team)
