@@ -7,6 +7,7 @@ atomically, from the lab's table in the database or from the server's allocator.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 from contextlib import contextmanager
@@ -77,6 +78,9 @@ def open_client(target: Target):
         os.environ["MLFLOW_TRACKING_PASSWORD"] = target.token
     from mlflow.tracking import MlflowClient
 
+    if not os.environ.get("LAB_DEBUG"):
+        # MLflow announces migrations and uploads at INFO; our own output says what matters
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=target.uri)
 
 
