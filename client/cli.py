@@ -132,5 +132,9 @@ def list_trainers():
         click.echo(f"  {name:<10} {description}")
 
 
+# Command groups that live in their own modules register below. Each such module imports only click
+# (and labclient's light modules) at import time, so `labclient --help` stays fast.
+
+
 if __name__ == "__main__":
     main()
