@@ -9,24 +9,22 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from labclient.config import Settings
 from labclient.errors import InvalidTeamName, TrackingError
+from labserver.names import RESERVED, TEAM_PATTERN, TEAM_RULE
 
-TEAM_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-TEAM_RULE = "lowercase letters, digits and '-', starting with a letter, at most 32 characters"
 UI_LAYOUT = "workflowType=machine_learning"  # open MLflow's "Model training" layout, not the GenAI one
 
 
 def validate_team(team: str | None) -> str:
     if not team:
         raise InvalidTeamName("no team given", "pass --team NAME or set LAB_TEAM")
-    if not TEAM_PATTERN.match(team):
-        raise InvalidTeamName(f"invalid team name {team!r}", f"use {TEAM_RULE}")
+    if not TEAM_PATTERN.match(team) or team in RESERVED:
+        raise InvalidTeamName(f"invalid team name {team!r}", f"use {TEAM_RULE}, not one of {', '.join(sorted(RESERVED))}")
     return team
 
 
@@ -72,7 +70,9 @@ def open_client(target: Target):
     """An MlflowClient for the target; a local database is created and migrated on first use."""
     if not target.is_server:
         prepare_database(target)
-    elif target.token and target.team:
+    else:
+        check_server(target)
+    if target.is_server and target.token and target.team:
         # MLflow's client reads these for HTTP basic auth: the team is the user, the token its password
         os.environ["MLFLOW_TRACKING_USERNAME"] = target.team
         os.environ["MLFLOW_TRACKING_PASSWORD"] = target.token
@@ -82,6 +82,15 @@ def open_client(target: Target):
         # MLflow announces migrations and uploads at INFO; our own output says what matters
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=target.uri)
+
+
+def check_server(target: Target) -> dict:
+    """One quick request with clear errors, before MLflow's client retries a dead server for minutes."""
+    from labclient.server_api import ServerApi
+
+    if not (target.team and target.token):
+        raise TrackingError(f"no team token for {target.uri}", "run `labclient login --server URL --team NAME` or set LAB_TEAM and LAB_TOKEN")
+    return ServerApi(target).whoami()
 
 
 def prepare_database(target: Target) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/servers.py
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,3 +71,88 @@ def cli():
         return runner.invoke(main, list(args), catch_exceptions=False, **kwargs)
 
     return invoke
+
+
+# --- real servers, shared by the tests of a session ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    from servers import ensure_postgres
+
+    ensure_postgres()
+
+
+@pytest.fixture
+def pg_uri(postgres):
+    """A throwaway PostgreSQL database, dropped after the test."""
+    from servers import create_database, drop_database
+
+    uri = create_database()
+    yield uri
+    drop_database(uri)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    from servers import start_s3, stop_group
+
+    server = start_s3(tmp_path_factory.mktemp("s3"))
+    yield server
+    stop_group(server.process)
+
+
+def _running_server(home, db_uri, artifacts, env=None):
+    from servers import LabServer
+
+    server = LabServer(home=home, db_uri=db_uri, artifacts=artifacts, env=env or {})
+    server.start()
+    for team in ("red", "blue"):
+        server.add_team(team)
+    server.tokens["admin"] = server.env.get("LAB_SERVER_ADMIN_TOKEN", "")
+    return server
+
+
+@pytest.fixture(scope="session")
+def lab_server(tmp_path_factory):
+    """labserver on a SQLite store and a local artifact folder, with teams red and blue."""
+    home = tmp_path_factory.mktemp("labserver")
+    server = _running_server(home, f"sqlite:///{home / 'mlflow.db'}", str(home / "artifacts"), {"LAB_SERVER_ADMIN_TOKEN": "lab_admin_test_token_0123"})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def lab_server_pg_s3(tmp_path_factory, postgres, s3):
+    """labserver on the real PostgreSQL and an S3 server on loopback, with teams red and blue."""
+    from servers import create_database, drop_database
+
+    home = tmp_path_factory.mktemp("labserver-pg")
+    db_uri = create_database()
+    env = {**s3.env, "LAB_SERVER_ADMIN_TOKEN": "lab_admin_test_token_0123"}
+    from servers import LabServer, run_labserver
+
+    server = LabServer(home=home, db_uri=db_uri, artifacts=f"s3://{s3.bucket}/artifacts", env=env)
+    run_labserver(server, "db", "upgrade")
+    server.start()
+    for team in ("red", "blue"):
+        server.add_team(team)
+    server.tokens["admin"] = env["LAB_SERVER_ADMIN_TOKEN"]
+    yield server
+    server.stop()
+    drop_database(db_uri)
+
+
+@pytest.fixture
+def as_team(monkeypatch):
+    """Point labclient at a server as one of its teams: `as_team(server, "red")`."""
+    from labclient.config import reset_settings
+
+    def switch(server, team):
+        for key, value in server.client_env(team).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        reset_settings()
+
+    return switch

@@ -67,10 +67,46 @@ def upgrade_mlflow(db_uri: str) -> None:
         _upgrade_db(engine)
 
 
-def upgrade_all(db_uri: str) -> None:
+def upgrade_all(db_uri: str, with_auth: bool = False) -> None:
+    """MLflow's schema first (its empty-database check ignores only alembic_* tables), then auth, then the lab's."""
     upgrade_mlflow(db_uri)
+    if with_auth:
+        upgrade_auth(db_uri)
     upgrade_lab(db_uri)
 
 
 def is_lab_schema_current(db_uri: str) -> bool:
     return current_revision(db_uri) == head_revision()
+
+
+def upgrade_auth(db_uri: str) -> None:
+    """MLflow basic-auth's tables (users, permissions) in the same database, with their own version table."""
+    from mlflow.server.auth.db.utils import migrate as migrate_auth
+
+    migrate_auth(engine_for(db_uri), "head")
+
+
+def outdated_parts(db_uri: str) -> list[str]:
+    """Which schemas are behind their head: 'mlflow', 'auth', 'lab'. Empty when all are current."""
+    from alembic.script import ScriptDirectory as Scripts
+    from mlflow.server.auth.db.utils import _get_alembic_config as auth_alembic_config
+    from mlflow.store.db.utils import _get_latest_schema_revision, _get_schema_version
+
+    engine = engine_for(db_uri)
+    outdated = []
+    if _get_schema_version(engine) != _get_latest_schema_revision():
+        outdated.append("mlflow")
+    auth_head = Scripts.from_config(auth_alembic_config(db_uri)).get_current_head()
+    with engine.connect() as connection:
+        auth_current = MigrationContext.configure(connection, opts={"version_table": "alembic_version_auth"}).get_current_revision()
+    if auth_current != auth_head:
+        outdated.append("auth")
+    if not is_lab_schema_current(db_uri):
+        outdated.append("lab")
+    return outdated
+
+
+def is_empty(db_uri: str) -> bool:
+    import sqlalchemy as sa
+
+    return not sa.inspect(engine_for(db_uri)).get_table_names()

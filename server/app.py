@@ -1,0 +1,108 @@
+"""The `mlflow.app` plugin: MLflow's server with basic-auth, the lab's routes, and the lab's rules.
+
+`mlflow server --app-name lab` (what `labserver` runs) calls `create_app()`. Under uvicorn it must
+return the ASGI app, which basic-auth's own factory builds; under gunicorn or waitress, the Flask app.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from flask import Flask, g, jsonify, request
+
+from labserver import routes
+from labserver.permissions import Decision, decide
+
+_PASS_THROUGH = (Decision.PUBLIC, Decision.AUTHENTICATED, Decision.MLFLOW, Decision.SELF_AUTHORIZING, Decision.TEAM_OWNER)
+
+
+def create_app(app: Flask | None = None):
+    from mlflow.server import app as mlflow_flask_app
+    from mlflow.server.auth import create_app as create_basic_auth_app
+
+    flask_app = app or mlflow_flask_app
+    routes.register(flask_app)
+    served = create_basic_auth_app(flask_app)
+    # registered after basic-auth's hook, so it runs once the caller is authenticated
+    flask_app.before_request(enforce_lab_rules)
+    if served is not flask_app:
+        guard_native_routes(served)
+    return served
+
+
+def flask_route_decision(flask_request) -> Decision | None:
+    from mlflow.server import auth as basic_auth
+
+    # read-only use of basic-auth's route tables: the decision stays in step with MLflow's own validators
+    guarded = basic_auth._find_validator(flask_request) is not None or basic_auth._is_proxy_artifact_path(flask_request.path)
+    rule = flask_request.url_rule
+    return decide(
+        flask_request.path,
+        flask_request.method,
+        guarded,
+        self_authorizing=basic_auth._authorized_outside_before_request(flask_request),
+        not_implemented=rule is not None and rule.endpoint == "_not_implemented",
+    )
+
+
+def _denied(message: str, status: int = 403):
+    code = "PERMISSION_DENIED" if status == 403 else "UNAUTHENTICATED"
+    return jsonify({"error_code": code, "message": message}), status
+
+
+def enforce_lab_rules():
+    decision = flask_route_decision(request)
+    if decision is Decision.PUBLIC:
+        return None
+    user = g.get("mlflow_authenticated_user")
+    if user is None:
+        from labserver.auth import authenticate_request
+
+        result = authenticate_request()
+        if not hasattr(result, "username"):
+            return result
+        user = result.username
+    if routes.is_admin(user):
+        return None
+    if decision is None:
+        return _denied(f"{request.method} {request.path} has no authorization rule, so it is refused")
+    if decision is Decision.ADMIN_ONLY:
+        return _denied(f"only the admin can {request.method} {request.path}; teams are set up with `labserver team add`")
+    return None
+
+
+def native_route_decision(path: str, method: str) -> Decision | None:
+    from mlflow.server import auth as basic_auth
+
+    return decide(path, method, basic_auth._find_fastapi_validator(path, method) is not None)
+
+
+def guard_native_routes(fastapi_app) -> None:
+    """FastAPI's own routes (artifact streaming, gateway, traces) never pass Flask's hooks."""
+    from starlette.responses import JSONResponse
+
+    from labserver.routelist import native_route_matches
+
+    @fastapi_app.middleware("http")
+    async def lab_native_route_guard(http_request, call_next):
+        if not native_route_matches(fastapi_app, http_request.scope):
+            return await call_next(http_request)  # served by Flask: enforce_lab_rules decides
+        decision = native_route_decision(http_request.url.path, http_request.method)
+        if decision in _PASS_THROUGH:
+            return await call_next(http_request)
+        if decision is Decision.ADMIN_ONLY and _basic_auth_admin(http_request.headers.get("authorization")):
+            return await call_next(http_request)
+        return JSONResponse({"error_code": "PERMISSION_DENIED", "message": f"{http_request.method} {http_request.url.path} is refused"}, status_code=403)
+
+
+def _basic_auth_admin(header: str | None) -> bool:
+    from labserver.auth import verify_token
+
+    if not header or not header.lower().startswith("basic "):
+        return False
+    try:
+        username, _, token = base64.b64decode(header[6:]).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return verify_token(username, token) and routes.is_admin(username)

@@ -1,0 +1,86 @@
+"""Every route gets one authorization decision; a route without one is refused (fail closed).
+
+MLflow's basic-auth already decides most routes: every team reads everything (default READ), and a
+team edits only its own experiment (MANAGE, granted by `labserver team add`). On top of that, the lab
+reserves for the admin what would let a team squat names or change the rules: creating, renaming or
+deleting experiments, managing users, roles and permissions, and the GenAI features a class does not use.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+
+class Decision(str, enum.Enum):
+    PUBLIC = "public"  # no login: health checks, static files of the UI
+    AUTHENTICATED = "authenticated"  # any team: the UI shell, who-am-I, the leaderboard
+    MLFLOW = "mlflow"  # basic-auth's validator for this route decides (team permissions)
+    SELF_AUTHORIZING = "self-authorizing"  # MLflow filters the result by the caller's permissions
+    TEAM_OWNER = "team-owner"  # lab route: the team named in the request, or the admin
+    ADMIN_ONLY = "admin-only"
+
+
+_API_PREFIX = re.compile(r"^/(?:ajax-)?api/\d+\.\d+")
+
+_PUBLIC_PATHS = re.compile(r"^/(?:health|version|favicon\.ico|static-files/.*|static/.*|build/.*)$")
+_PUBLIC_SUFFIXES = re.compile(r"^/mlflow/server-info$")
+_UI_PATHS = re.compile(r"^/(?:|#.*)$")
+
+# Lab routes are registered by labserver.routes; each declares its decision here.
+LAB_ROUTES: dict[tuple[str, str], Decision] = {}
+
+_ADMIN_ONLY_ANY_METHOD = re.compile(
+    r"^/mlflow/(?:"
+    r"experiments/(?:create|update|delete|restore)"
+    r"|(?:experiments|registered-models|prompts|scorers|gateway|gateway-[a-z-]+)/permissions(?:/.*)?"
+    r"|users/(?!current(?:/permissions)?$).*"
+    r"|roles(?:/.*)?"
+    r"|workspaces/.+"
+    r"|prompt-optimization(?:/.*)?"
+    r")$"
+)
+# Families a class does not use: reading them is MLflow's call, changing them is the admin's.
+_ADMIN_ONLY_WRITES = re.compile(
+    r"^/(?:mlflow/)?(?:registered-models|model-versions|prompts|gateway|webhooks|mcp-servers|scorers|"
+    r"prompt-optimization|datasets|issues|jobs|assistant|secrets|endpoints|workspaces)(?:/.*)?$"
+)
+_NON_API_ADMIN_ONLY = re.compile(r"^/(?:signup|gateway/.*|v1/traces.*)$")
+
+
+def api_suffix(path: str) -> str | None:
+    match = _API_PREFIX.match(path)
+    return path[match.end():] if match else None
+
+
+def decide(
+    path: str, method: str, has_mlflow_validator: bool, self_authorizing: bool = False, not_implemented: bool = False
+) -> Decision | None:
+    """The decision for one request. `has_mlflow_validator`: basic-auth guards the route;
+    `self_authorizing`: MLflow filters its answer by the caller's permissions; `not_implemented`: 501 for all."""
+    if (path, method) in LAB_ROUTES:
+        return LAB_ROUTES[(path, method)]
+    if not_implemented:
+        return Decision.AUTHENTICATED
+    if _PUBLIC_PATHS.match(path):
+        return Decision.PUBLIC
+    if _UI_PATHS.match(path):
+        return Decision.AUTHENTICATED
+    if _NON_API_ADMIN_ONLY.match(path):
+        return Decision.ADMIN_ONLY
+    suffix = api_suffix(path)
+    if suffix is None:
+        if path == "/graphql" or self_authorizing:
+            return Decision.SELF_AUTHORIZING
+        return Decision.MLFLOW if has_mlflow_validator else None
+    if _PUBLIC_SUFFIXES.match(suffix):
+        return Decision.PUBLIC
+    if _ADMIN_ONLY_ANY_METHOD.match(suffix):
+        return Decision.ADMIN_ONLY
+    if method not in ("GET", "HEAD", "OPTIONS") and _ADMIN_ONLY_WRITES.match(suffix):
+        return Decision.ADMIN_ONLY
+    if self_authorizing or suffix in ("/mlflow/runs/search", "/graphql"):
+        return Decision.SELF_AUTHORIZING
+    if has_mlflow_validator:
+        return Decision.MLFLOW
+    return None

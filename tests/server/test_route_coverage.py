@@ -1,0 +1,56 @@
+"""Every route of the server, in both of MLflow 3.17's layers and the lab's own, has an authorization
+decision; a route without one fails this test (like MLflow's own test_authorization_coverage)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labserver.permissions import Decision, decide
+
+
+@pytest.fixture(scope="module")
+def routes():
+    probe = Path(__file__).with_name("route_probe.py")
+    result = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def _decision(routes, layer, method, route):
+    matches = [r["decision"] for r in routes if (r["layer"], r["method"], r["route"]) == (layer, method, route)]
+    assert matches, f"{layer} {method} {route} is not served"
+    return matches[0]
+
+
+def test_every_route_has_an_authorization_decision(routes):
+    layers = {r["layer"] for r in routes}
+    assert layers == {"flask", "fastapi"}
+    assert len(routes) > 300  # both layers were really enumerated
+    undecided = [f"{r['layer']} {r['method']} {r['route']}" for r in routes if r["decision"] is None]
+    assert not undecided, "routes without an authorization decision:\n" + "\n".join(undecided)
+
+
+def test_key_routes_get_the_intended_decision(routes):
+    assert _decision(routes, "flask", "POST", "/api/2.0/lab/run-numbers") == "team-owner"
+    assert _decision(routes, "flask", "GET", "/api/2.0/lab/whoami") == "authenticated"
+    assert _decision(routes, "flask", "POST", "/api/2.0/mlflow/experiments/create") == "admin-only"
+    assert _decision(routes, "flask", "POST", "/api/2.0/mlflow/experiments/update") == "admin-only"
+    assert _decision(routes, "flask", "POST", "/api/2.0/mlflow/runs/create") == "mlflow"
+    assert _decision(routes, "flask", "POST", "/api/2.0/mlflow/runs/log-batch") == "mlflow"
+    assert _decision(routes, "flask", "GET", "/health") == "public"
+    # the artifact streaming routes are native FastAPI routes that never pass Flask's hooks
+    artifact_routes = [r for r in routes if r["layer"] == "fastapi" and "mlflow-artifacts/artifacts" in r["route"]]
+    assert artifact_routes and {r["decision"] for r in artifact_routes} == {"mlflow"}
+
+
+def test_unknown_routes_are_undecided_and_therefore_refused():
+    assert decide("/api/2.0/mlflow/some-future-route", "POST", has_mlflow_validator=False) is None
+    assert decide("/api/2.0/mlflow/some-future-route", "POST", has_mlflow_validator=True) is Decision.MLFLOW
+    assert decide("/ajax-api/2.0/mlflow/experiments/delete", "POST", has_mlflow_validator=True) is Decision.ADMIN_ONLY
+    assert decide("/api/2.0/mlflow/users/current", "GET", has_mlflow_validator=True) is Decision.MLFLOW
+    assert decide("/api/2.0/mlflow/users/create", "POST", has_mlflow_validator=True) is Decision.ADMIN_ONLY

@@ -1,0 +1,197 @@
+"""Real server processes for tests: labserver, a moto S3 server and throwaway PostgreSQL databases.
+
+Every process starts in its own session on a free loopback port and is stopped (its whole process
+group) when the test or session that made it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+PG_ADMIN_URI = os.environ.get("LAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode}:\n{log.read_text()[-3000:] if log else ''}")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s:\n{log.read_text()[-3000:] if log else ''}")
+
+
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+    """Signal the process; kill its whole group if it is still there after `timeout`."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait(timeout=10)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # stragglers: uvicorn workers of a killed launcher
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@dataclass
+class LabServer:
+    home: Path
+    db_uri: str
+    artifacts: str
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    tokens: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "server.log"
+
+    def process_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LAB_", "MLFLOW_"))}
+        env.update(LAB_SERVER_HOME=str(self.home), PYTHONUNBUFFERED="1", **self.env)
+        return env
+
+    def start(self, timeout: float = 120) -> "LabServer":
+        self.home.mkdir(parents=True, exist_ok=True)
+        command = [str(BIN / "labserver"), "serve", "--backend-store-uri", self.db_uri, "--artifacts-destination",
+                   self.artifacts, "--port", str(self.port), *self.extra_args]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, env=self.process_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(f"{self.url}/health", timeout, self.process, self.log)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.process is None:
+            return None
+        code = stop_group(self.process, sig)
+        self.process = None
+        return code
+
+    def add_team(self, name: str) -> str:
+        self.tokens[name] = run_labserver(self, "team", "add", name).split("token: ", 1)[1].split()[0]
+        return self.tokens[name]
+
+    def client_env(self, team: str) -> dict[str, str]:
+        return {"LAB_TRACKING_URI": self.url, "LAB_TEAM": team, "LAB_TOKEN": self.tokens[team]}
+
+    def auth(self, team: str) -> tuple[str, str]:
+        return team, self.tokens[team]
+
+
+def run_labserver(server: LabServer, *args: str, check: bool = True) -> str:
+    """`labserver ...` as a real process against the server's database; returns its output."""
+    env = server.process_env()
+    env["LAB_SERVER_BACKEND_STORE_URI"] = server.db_uri
+    result = subprocess.run([str(BIN / "labserver"), *args], env=env, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"labserver {' '.join(args)} failed: {result.stdout}{result.stderr}")
+    return result.stdout + result.stderr
+
+
+def create_database() -> str:
+    import psycopg
+
+    name = f"lab_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URI.replace("+psycopg", ""), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return PG_ADMIN_URI.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_database(uri: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from labserver.store import engine_for
+
+    engine_for.cache_clear()
+    name = make_url(uri).database
+    with psycopg.connect(PG_ADMIN_URI.replace("+psycopg", ""), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class S3Server:
+    port: int
+    process: subprocess.Popen
+    bucket: str = "lab-test"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                            region_name="us-east-1")
+
+
+def start_s3(log_dir: Path) -> S3Server:
+    port = free_port()
+    log = log_dir / "moto.log"
+    with open(log, "ab") as handle:
+        process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=handle,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    server = S3Server(port, process)
+    wait_for(server.endpoint, 60, process, log)
+    server.client().create_bucket(Bucket=server.bucket)
+    return server
+
+
+def ensure_postgres() -> None:
+    """Start the machine's PostgreSQL if it is down (it is a system service, not ours to stop)."""
+    import psycopg
+
+    try:
+        psycopg.connect(PG_ADMIN_URI.replace("+psycopg", ""), connect_timeout=3).close()
+        return
+    except psycopg.OperationalError:
+        pass
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True)
+    for _ in range(30):
+        try:
+            psycopg.connect(PG_ADMIN_URI.replace("+psycopg", ""), connect_timeout=3).close()
+            return
+        except psycopg.OperationalError:
+            time.sleep(1)
+    raise RuntimeError("PostgreSQL on 127.0.0.1:5432 did not start")
