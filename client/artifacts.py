@@ -26,6 +26,7 @@ def log_setup(run, session) -> None:
         }
     )
     if session.options.note:
+        # shown while training runs, and kept if it fails; the drafted entry replaces it at the end
         run.note(session.options.note)
 
 
@@ -65,21 +66,54 @@ def log_results(run, session, result, train_accuracy: float) -> None:
         },
         step=result.epochs,
     )
-    weights = run.log_weights(session.model, spec=model_spec(session), config=checkpoint_config(session))
+    described = model_spec(session)
+    weights = run.log_weights(session.model, spec=described, config=checkpoint_config(session))
     result.weights_file_bytes = weights.stat().st_size
     run.log_metrics({"weights_file_bytes": result.weights_file_bytes})
-    _log_plots(run, session)
+    logged_plots = _log_plots(run, session, train_accuracy)
     run.recorder.flush()
+    _write_diary_draft(run, session, described, logged_plots)
     result.run_name, result.run_id, result.url = run.name, run.id, run.url
 
 
-def _log_plots(run, session) -> None:
+def _log_plots(run, session, train_accuracy: float) -> list[str]:
+    """Cost, accuracy, confusion matrix and misclassified digits under plots/; returns their artifact paths."""
     from labclient import plots
+    from labclient.diary_draft import PLOTS  # the draft links the plots by these paths
 
     folder = run.workdir / "plots"
     folder.mkdir(exist_ok=True)
-    path = plots.cost_curve(session.step_costs, session.history, folder / "cost_curve.png", title=run.name)
-    run.log_artifact(path, "plots")
+    path = {key: folder / Path(artifact).name for key, artifact in PLOTS.items()}
+    plots.cost_curve(session.step_costs, session.history, path["cost"], title=run.name)
+    plots.accuracy_curve(session.history, path["accuracy"], title=run.name, train_accuracy=train_accuracy)
+    drawn = ["cost", "accuracy"]
+    predictions = getattr(session.held_out, "predictions", None)  # a team's own evaluate() may not return them
+    if predictions is not None:
+        labels, predictions = session.test_y.cpu().numpy(), predictions.cpu().numpy()
+        plots.confusion_matrix(labels, predictions, session.dataset.num_classes, path["confusion"])
+        plots.misclassified_grid(session.test_x.cpu().numpy(), labels, predictions, path["misclassified"])
+        drawn += ["confusion", "misclassified"]
+    for key in drawn:
+        run.log_artifact(path[key], "plots")
+    return [PLOTS[key] for key in drawn]
+
+
+def _write_diary_draft(run, session, described: dict | None, logged_plots: list[str]) -> None:
+    """The run's description: the drafted dev-diary entry, with the team's --note inside it."""
+    from mlflow.exceptions import MlflowException
+
+    from labclient import diary
+
+    try:
+        logged = run.client.get_run(run.id)
+        text = diary.draft_entry(logged, note=session.options.note, architecture=diary.describe_architecture(described),
+                                 plots=logged_plots)
+        if diary.store_run_entry(run.client, run.id, run.name, text):
+            session.reporter.warn(f"the diary draft has {len(text):,} characters, more than the {diary.RUN_LIMIT:,} MLflow "
+                                  f"keeps in a description: its start is shown, the whole text is {diary.ENTRY_ARTIFACT}")
+    except (MlflowException, LabError, OSError) as err:
+        # a trained, logged model is worth more than its draft: warn, and let the team write it by hand
+        session.reporter.warn(f"the dev-diary draft was not saved ({err}); write it with `labclient diary {run.name} --edit`")
 
 
 def check_round_trip(session) -> int:

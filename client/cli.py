@@ -134,6 +134,21 @@ def list_trainers():
 
 # Command groups that live in their own modules register below. Each such module imports only click
 # (and labclient's light modules) at import time, so `labclient --help` stays fast.
+from labclient.cli_exchange import cache, compare, fetch, push  # noqa: E402
+
+main.add_command(fetch)
+main.add_command(push)
+main.add_command(compare)
+main.add_command(cache)
+
+from labclient.cli_server import login  # noqa: E402
+
+main.add_command(login)
+
+from labclient.cli_diary import diary, leaderboard  # noqa: E402
+
+main.add_command(diary)
+main.add_command(leaderboard)
 
 
 if __name__ == "__main__":

@@ -53,3 +53,46 @@ class RunNotFound(LabError):
 
 class InvalidReference(ConfigError):
     pass
+
+
+class NoWeights(LabError):
+    """The run has no weights file to fetch (a comparison run, or a training that failed before saving)."""
+
+
+class IntegrityError(LabError):
+    """A downloaded file does not match the sha256 recorded when it was uploaded."""
+
+
+class CorruptCacheEntry(LabError):
+    """A cached blob no longer matches its sha256; `fetch --force` downloads it again."""
+
+    def __init__(self, message: str, remedy: str | None = None, reference: str | None = None):
+        super().__init__(message, remedy)
+        self.reference = reference
+
+
+class NotCached(LabError):
+    pass
+
+
+class UnsafePickle(LabError):
+    """A pickle names a global outside the allow-list; nothing of it was run."""
+
+    def __init__(self, global_name: str, message: str | None = None):
+        super().__init__(
+            message or f"refused to load a pickle that names {global_name}: it is not on the allow-list, and nothing of it was run",
+            "pickles may hold only numpy arrays, dtypes, lists, dicts, tuples, numbers and strings; exchange those or safetensors",
+        )
+        self.global_name = global_name
+
+
+class WeightsFormatError(LabError):
+    """A weights file is unreadable, truncated, hostile or of an unknown format."""
+
+
+class ArchitectureError(LabError):
+    """Weights that do not fit the model spec, or a model whose architecture cannot be told."""
+
+
+class IncompatibleModels(LabError):
+    """Two models that cannot be evaluated on the same data (input shapes or label sets differ)."""

@@ -144,6 +144,7 @@ class _Session:
         self.train_x, self.train_y, self.test_x, self.test_y = tensors
         self.step_costs: list[float] = []
         self.history: list[dict[str, float]] = []
+        self.held_out = None  # the final evaluation: its predictions feed the confusion-matrix plots
 
     def _api(self, name: str):
         from labtrainers import loop
@@ -196,7 +197,7 @@ class _Session:
 
     def _finish(self, run, seconds: float, epochs: int) -> TrainResult:
         evaluate = self._api("evaluate")
-        held_out = evaluate(self.model, self.test_x, self.test_y, self.config)
+        held_out = self.held_out = evaluate(self.model, self.test_x, self.test_y, self.config)
         on_train = evaluate(self.model, self.train_x, self.train_y, self.config)
         result = TrainResult(
             trainer=self.options.trainer,

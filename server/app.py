@@ -12,7 +12,7 @@ import binascii
 from flask import Flask, g, jsonify, request
 
 from labserver import routes
-from labserver.permissions import Decision, decide
+from labserver.permissions import Decision, artifact_write_escapes_run, decide
 
 _PASS_THROUGH = (Decision.PUBLIC, Decision.AUTHENTICATED, Decision.MLFLOW, Decision.SELF_AUTHORIZING, Decision.TEAM_OWNER)
 
@@ -86,6 +86,8 @@ def guard_native_routes(fastapi_app) -> None:
 
     @fastapi_app.middleware("http")
     async def lab_native_route_guard(http_request, call_next):
+        if artifact_write_escapes_run(http_request.url.path, http_request.method):
+            return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE", "message": "artifact uploads must stay inside one run's folder"}, status_code=400)
         if not native_route_matches(fastapi_app, http_request.scope):
             return await call_next(http_request)  # served by Flask: enforce_lab_rules decides
         decision = native_route_decision(http_request.url.path, http_request.method)

@@ -63,6 +63,7 @@ def _quiet_libraries() -> None:
 
     if not os.environ.get("LAB_DEBUG"):
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*is deprecated.*")  # MLflow's own imports (starlette.wsgi)
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
 

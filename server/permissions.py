@@ -84,3 +84,22 @@ def decide(
     if has_mlflow_validator:
         return Decision.MLFLOW
     return None
+
+
+_ARTIFACT_WRITE = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow-artifacts/(?:artifacts|mpu/(?:create|complete|abort))/(?P<path>.*)$")
+_INSIDE_A_RUN = re.compile(r"^\d+/[0-9a-f]{32}/artifacts/(?P<file>.+)$")
+
+
+def artifact_write_escapes_run(path: str, method: str) -> bool:
+    """Uploads and deletes must name a file inside one run's artifact folder, with no `..` or absolute parts."""
+    from urllib.parse import unquote
+
+    match = _ARTIFACT_WRITE.match(path)
+    if match is None or method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    artifact_path = unquote(match.group("path"))
+    inside = _INSIDE_A_RUN.match(artifact_path)
+    if inside is None:
+        return True
+    parts = inside.group("file").replace("\\", "/").split("/")
+    return any(part in ("", ".", "..") for part in parts)

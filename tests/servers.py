@@ -102,7 +102,9 @@ class LabServer:
         return code
 
     def add_team(self, name: str) -> str:
-        self.tokens[name] = run_labserver(self, "team", "add", name).split("token: ", 1)[1].split()[0]
+        import re
+
+        self.tokens[name] = re.search(r"token: (lab_[\w-]+)", run_labserver(self, "team", "add", name)).group(1)
         return self.tokens[name]
 
     def client_env(self, team: str) -> dict[str, str]:
@@ -113,13 +115,29 @@ class LabServer:
 
 
 def run_labserver(server: LabServer, *args: str, check: bool = True) -> str:
-    """`labserver ...` as a real process against the server's database; returns its output."""
-    env = server.process_env()
-    env["LAB_SERVER_BACKEND_STORE_URI"] = server.db_uri
-    result = subprocess.run([str(BIN / "labserver"), *args], env=env, capture_output=True, text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(f"labserver {' '.join(args)} failed: {result.stdout}{result.stderr}")
-    return result.stdout + result.stderr
+    """`labserver ...` against the server's database, in-process with click's CliRunner (the CLI is the
+    same code; a process per call would cost seconds of imports). Returns its output."""
+    from click.testing import CliRunner
+
+    from labserver.cli import main
+    from labserver.config import get_server_settings
+
+    env = {"LAB_SERVER_HOME": str(server.home), "LAB_SERVER_BACKEND_STORE_URI": server.db_uri, **server.env}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    get_server_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_server_settings.cache_clear()
+    if check and result.exit_code != 0:
+        raise AssertionError(f"labserver {' '.join(args)} failed: {result.output}")
+    return result.output
 
 
 def create_database() -> str:

@@ -1,0 +1,208 @@
+"""Tracking servers for the benchmarks: one real `labserver` process on loopback, always stopped at the end.
+
+`server_command` is the one place that says which server runs and how; `TrackingServer` adds teams
+and the client environment of a team. PostgreSQL stores are temporary databases `bench_<random>`,
+dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+BIN = Path(sys.executable).parent
+TEAM = "bench"  # the team every benchmark logs as
+HEALTH_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 10
+
+
+def server_command(backend_uri: str, artifacts_dir: Path, port: int) -> list[str]:
+    """The lean class setup labserver defaults to: 1 uvicorn worker, MLflow's job runner off."""
+    return [
+        str(BIN / "labserver"), "serve", "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts_dir),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+
+
+def describe_server() -> str:
+    from importlib.metadata import version
+
+    return f"`labserver serve --workers 1` (MLflow {version('mlflow')} with the lab plugin and basic-auth) on 127.0.0.1"
+
+
+@dataclass
+class TrackingServer:
+    backend: str  # "sqlite" or "postgresql"
+    url: str
+    backend_uri: str
+    home: Path
+    process: subprocess.Popen | None = None
+    token: str = ""
+    team: str = TEAM
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "server.log"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "LAB_SERVER_HOME": str(self.home), "LAB_SERVER_BACKEND_STORE_URI": self.backend_uri}
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used so far by the server's processes (its whole process group); None without /proc."""
+        total, found = 0, False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.process.pid:  # fields from the 3rd on: state, ppid, pgrp, ...
+                total, found = total + int(fields[11]) + int(fields[12]), True  # utime + stime
+        return total / os.sysconf("SC_CLK_TCK") if found else None
+
+    def admin(self, *args: str) -> str:
+        """`labserver ARGS` against this server's database; returns its output."""
+        result = subprocess.run([str(BIN / "labserver"), *args], env=self.env(), capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"labserver {' '.join(args)} failed: {(result.stdout + result.stderr).strip()[-800:]}")
+        return result.stdout
+
+    def add_team(self) -> None:
+        self.token = self.admin("team", "add", self.team).split("token: ", 1)[1].split()[0]
+
+    def client_env(self) -> dict[str, str]:
+        """What `labclient login` would store, as environment variables."""
+        return {"LAB_TRACKING_URI": self.url, "LAB_TEAM": self.team, "LAB_TOKEN": self.token}
+
+    @contextmanager
+    def as_team(self) -> Iterator[None]:
+        """This process logs in as the team (LAB_* variables, read again by labclient's settings)."""
+        from labclient.config import reset_settings
+
+        saved = {name: os.environ.get(name) for name in ("LAB_TRACKING_URI", "LAB_TEAM", "LAB_TOKEN")}
+        os.environ.update(self.client_env())
+        reset_settings()
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            reset_settings()
+
+
+@contextmanager
+def start_server(backend: str, home: Path, postgres_admin: str | None) -> Iterator[TrackingServer]:
+    home.mkdir(parents=True, exist_ok=True)
+    with _backend_uri(backend, home, postgres_admin) as backend_uri:
+        server = TrackingServer(backend, "", backend_uri, home)
+        if backend != "sqlite":  # `team add` creates a new SQLite store itself; other stores need the migrations first
+            server.admin("db", "upgrade")
+        server.add_team()
+        port = free_port()
+        server.url = f"http://127.0.0.1:{port}"
+        with open(server.log_path, "wb") as log:
+            # its own session, so stopping it reaches the uvicorn worker it spawns
+            server.process = subprocess.Popen(server_command(backend_uri, home / "artifacts", port), stdout=log,
+                                              stderr=subprocess.STDOUT, cwd=home, env=server.env(), start_new_session=True)
+        try:
+            wait_for_health(server)
+            yield server
+        finally:
+            stop(server.process)
+
+
+def wait_for_health(server: TrackingServer, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the {server.backend} tracking server exited: {_tail(server.log_path)}")
+        try:
+            with urllib.request.urlopen(server.url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the {server.backend} tracking server did not answer /health within {timeout:.0f} s: {_tail(server.log_path)}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL if it lingers, and any straggler of the group."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            break
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(STOP_TIMEOUT_S)
+        except ProcessLookupError:
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # a uvicorn worker whose launcher already exited
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextmanager
+def _backend_uri(backend: str, home: Path, postgres_admin: str | None) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{home / 'mlflow.db'}"
+    elif backend == "postgresql":
+        if not postgres_admin:
+            raise RuntimeError("PostgreSQL was not configured (--postgres)")
+        with postgres_database(postgres_admin) as uri:
+            yield uri
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
+
+
+@contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A temporary database `bench_<random>`, dropped at the end even while connections linger."""
+    import psycopg
+
+    name = f"bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_reachable(admin_url: str) -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    try:
+        import psycopg
+
+        with psycopg.connect(admin_url, connect_timeout=3):
+            return None
+    except Exception as err:  # any failure means: skip PostgreSQL, and say why
+        return " ".join(str(err).split())[:200]

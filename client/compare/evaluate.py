@@ -1,0 +1,120 @@
+"""Re-evaluating a model on held-out data with torch: outputs, its own cost, hidden representations, latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from labclient.compare import stats
+
+EVAL_BATCH = 1000
+ACTIVATION_TYPES = ("ReLU", "Sigmoid", "Tanh", "GELU", "LeakyReLU")
+PARAMETRIC_TYPES = ("Linear", "Conv2d")
+
+
+@dataclass
+class Evaluation:
+    predictions: np.ndarray
+    cost: float
+    accuracy: float
+    confusion: np.ndarray
+
+    @property
+    def per_class_accuracy(self) -> list[float | None]:
+        return stats.per_class_accuracy(self.confusion)
+
+
+def cost_function(name: str):
+    """Mean cost per sample: the trainers' own quadratic and softmax cross-entropy, plus the textbook
+    network2 cross-entropy on sigmoid outputs (`binary_cross_entropy`, summed over outputs)."""
+    import torch
+    import torch.nn.functional as F
+
+    if name == "binary_cross_entropy":
+        def binary(outputs, targets):
+            one_hot = F.one_hot(targets, outputs.shape[1]).to(outputs.dtype)
+            clipped = outputs.clamp(1e-12, 1 - 1e-12)
+            return -(one_hot * torch.log(clipped) + (1 - one_hot) * torch.log(1 - clipped)).sum(dim=1).mean()
+
+        return binary
+    from labtrainers.loop import cost_function as trainer_cost
+
+    return trainer_cost(name)
+
+
+def evaluate(module, x: np.ndarray, y: np.ndarray, cost: str, num_classes: int) -> Evaluation:
+    import torch
+
+    cost_fn = cost_function(cost)
+    dtype = _dtype(module)
+    total, predictions = 0.0, []
+    with torch.no_grad():
+        for start in range(0, len(y), EVAL_BATCH):
+            inputs = torch.from_numpy(x[start : start + EVAL_BATCH]).to(dtype)
+            targets = torch.from_numpy(y[start : start + EVAL_BATCH])
+            outputs = module(inputs)
+            total += float(cost_fn(outputs, targets)) * len(targets)
+            predictions.append(outputs.argmax(dim=1).numpy())
+    predicted = np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
+    return Evaluation(
+        predictions=predicted,
+        cost=total / max(len(y), 1),
+        accuracy=float(np.mean(predicted == y)) if len(y) else 0.0,
+        confusion=stats.confusion_matrix(predicted, y, num_classes),
+    )
+
+
+def hidden_layers(spec: dict) -> list[int]:
+    """Indices of activation layers that feed another weighted layer: the hidden representations."""
+    layers = [layer.get("type") for layer in spec.get("layers", [])]
+    last_parametric = max((i for i, kind in enumerate(layers) if kind in PARAMETRIC_TYPES), default=-1)
+    return [i for i, kind in enumerate(layers) if kind in ACTIVATION_TYPES and i < last_parametric]
+
+
+def representations(module, spec: dict, probe: np.ndarray) -> dict[str, np.ndarray]:
+    """Outputs of every hidden activation layer, plus the model's output, on the probe batch."""
+    import torch
+
+    wanted = set(hidden_layers(spec))
+    found: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        value = torch.from_numpy(probe).to(_dtype(module))
+        for index, layer in enumerate(module):
+            value = layer(value)
+            if index in wanted:
+                found[f"{index}:{type(layer).__name__}"] = value.reshape(len(value), -1).double().numpy()
+        found["output"] = value.reshape(len(value), -1).double().numpy()
+    return found
+
+
+def cka_matrix(reps_a: dict[str, np.ndarray], reps_b: dict[str, np.ndarray]) -> list[list[float]]:
+    return [[stats.linear_cka(x, y) for y in reps_b.values()] for x in reps_a.values()]
+
+
+def latency_ms(module, batch: np.ndarray, repeats: int = 7, warmup: int = 5) -> float:
+    """Median wall time of one forward pass over the batch on this machine, after warm-up passes
+    (the first passes of a process pay for torch's thread pool and allocator)."""
+    import torch
+
+    inputs = torch.from_numpy(batch).to(_dtype(module))
+    timings = []
+    with torch.no_grad():
+        for _ in range(warmup):
+            module(inputs)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            module(inputs)
+            timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+def _dtype(module):
+    import torch
+
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return torch.float32

@@ -1,0 +1,337 @@
+"""Model exchange, the Python API the CLI wraps: `fetch` another team's run into the verified cache,
+`load_model` it without running their code, and `push` weights trained elsewhere as a new run.
+
+Everything goes through MlflowClient calls (search, get_run, download_artifacts, get_metric_history), so it
+works unchanged on the embedded store and against a labserver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from labclient import refs
+from labclient.cache import CacheEntry, ModelCache
+from labclient.config import Settings, get_settings
+from labclient.errors import ArchitectureError, IntegrityError, InvalidReference, NoWeights, TrackingError
+
+Progress = Callable[[str, int, int], None]  # (artifact path, bytes so far, total bytes)
+WEIGHTS_ARTIFACT = "model/model.safetensors"
+SIDE_FILES = ("model/spec.json", "model/config.json")
+HISTORY_KEYS = ("epoch_train_cost", "epoch_test_cost", "epoch_test_accuracy", "epoch_time_s", "step_train_cost")
+MAX_HISTORY_POINTS = 2000
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class FetchResult:
+    entry: CacheEntry
+    downloaded: bool
+    seconds: float
+    bytes_downloaded: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def run_id(self) -> str:
+        return self.entry.run_id
+
+    @property
+    def path(self) -> Path:
+        return self.entry.path
+
+    def load_model(self):
+        return load_model(self.entry)
+
+
+@dataclass
+class LoadedModel:
+    """A fetched model rebuilt from its spec: an eval-mode torch module, never the author's code."""
+
+    module: Any
+    spec: dict
+    config: dict
+    cost: str
+    entry: CacheEntry
+
+
+# --- fetch ---------------------------------------------------------------------------------------
+def fetch(
+    reference: str, *, force: bool = False, tracking_uri: str | None = None, settings: Settings | None = None,
+    on_progress: Progress | None = None,
+) -> FetchResult:
+    """Fetch a run's weights, spec, config and metadata into the cache, verified; a cached copy is re-used."""
+    settings = settings or get_settings()
+    cache = ModelCache.from_settings(settings)
+    started = time.perf_counter()
+    hit = None if force else _pinned_hit(cache, reference)
+    if hit is not None:
+        cache.mark_last_fetched(hit.run_id)
+        return FetchResult(hit, False, time.perf_counter() - started)
+    from labclient.tracking import open_client, resolve_target
+
+    target = resolve_target(settings, tracking_uri)
+    client = open_client(target)
+    run = refs.resolve(client, reference)
+    run_id = run.info.run_id
+    with cache.lock(run_id):
+        entry = None if force else cache.entry(run_id)
+        if entry is not None:
+            cache.verify(entry)
+            downloaded = 0
+        else:
+            entry = _download(client, cache, run, target.uri, on_progress)
+            downloaded = entry.size
+    cache.mark_last_fetched(run_id)
+    return FetchResult(entry, downloaded > 0, time.perf_counter() - started, downloaded)
+
+
+def _pinned_hit(cache: ModelCache, reference: str) -> CacheEntry | None:
+    """`red/run-42` or a run id already in the cache: answered without the server (but re-verified)."""
+    try:
+        parsed = refs.parse(reference)
+    except InvalidReference:
+        return None
+    run_id = cache.run_id_for(parsed) if parsed.is_pinned else None
+    entry = cache.entry(run_id) if run_id else None
+    if entry is not None:
+        cache.verify(entry)
+    return entry
+
+
+@dataclass
+class _Plan:
+    weights: str
+    expected: dict[str, str]  # artifact path -> sha256 recorded at upload
+    sizes: dict[str, int]
+
+
+def _download(client, cache: ModelCache, run, tracking_uri: str, on_progress: Progress | None) -> CacheEntry:
+    from labclient.loading import inspect_weights
+
+    name = run.info.run_name or run.info.run_id
+    with cache.temp_dir() as scratch:
+        plan = _plan(client, run, scratch)
+        verified = {}
+        for artifact_path, expected in plan.expected.items():
+            local = _download_file(client, run.info.run_id, artifact_path, scratch / "files", plan.sizes.get(artifact_path, 0), on_progress)
+            verified[artifact_path] = cache.verify_download(local, expected, f"{name}: {artifact_path}")
+        weights = inspect_weights(verified[plan.weights].path)  # hostile or broken files stop here, outside the cache
+        meta = _metadata(client, run, plan, weights, tracking_uri)
+        return cache.commit(run.info.run_id, verified, meta)
+
+
+def _plan(client, run, scratch: Path) -> _Plan:
+    name = run.info.run_name or run.info.run_id
+    manifest = _manifest(client, run.info.run_id, scratch)
+    tagged = run.data.tags.get(refs.WEIGHTS_TAG)
+    weights = WEIGHTS_ARTIFACT if tagged else next((path for path in manifest if path.lower().endswith(_weight_suffixes())), None)
+    if weights is None:
+        others = _other_runs_with_weights(client, run)
+        raise NoWeights(f"{name} has no weights (a comparison, or a run that ended before saving them)", others or "pick a run made by `labclient train` or `labclient push`")
+    recorded = manifest.get(weights, {}).get("sha256")
+    if tagged and recorded and recorded != tagged:
+        raise IntegrityError(f"{name}: manifest.json and the run's tag record different sha256 for {weights}", "the stored run was altered; ask its team to upload it again")
+    expected = {weights: tagged or recorded}
+    expected.update({path: manifest[path].get("sha256") for path in SIDE_FILES if path in manifest})
+    for path, sha in expected.items():
+        _check_artifact_path(path)
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise IntegrityError(f"{name}: no valid sha256 is recorded for {path}", "only runs logged by labclient can be verified; upload the weights with `labclient push`")
+    sizes = {path: int(info.get("size", 0)) for path, info in manifest.items() if isinstance(info, dict)}
+    sizes.setdefault(weights, int(run.data.tags.get("lab.weights.bytes", 0) or 0))
+    return _Plan(weights, expected, sizes)
+
+
+def _weight_suffixes() -> tuple[str, ...]:
+    from labclient.loading import WEIGHT_SUFFIXES
+
+    return WEIGHT_SUFFIXES
+
+
+def _manifest(client, run_id: str, scratch: Path) -> dict[str, dict]:
+    from mlflow.exceptions import MlflowException
+
+    folder = scratch / "manifest"
+    folder.mkdir()
+    try:
+        path = client.download_artifacts(run_id, "manifest.json", str(folder))
+        files = json.loads(Path(path).read_text(encoding="utf-8")).get("files", {})
+    except MlflowException:
+        return {}
+    except (OSError, ValueError, AttributeError):
+        raise IntegrityError(f"the manifest.json of run {run_id} is unreadable", "ask its team to upload the run again") from None
+    return files if isinstance(files, dict) else {}
+
+
+def _check_artifact_path(path: str) -> None:
+    parts = path.split("/")
+    if path.startswith(("/", "\\")) or ".." in parts or "" in parts or "\\" in path:
+        raise IntegrityError(f"refusing artifact path {path!r}: it points outside the run", "ask its team to upload the run again")
+
+
+def _other_runs_with_weights(client, run) -> str | None:
+    team = run.data.tags.get("lab.team")
+    if not team:
+        return None
+    names = [refs.run_name(team, number) for number, _, has_weights in refs.team_runs(client, team) if has_weights][:5]
+    return f"runs of {team} with weights: {', '.join(names)}" if names else None
+
+
+def _download_file(client, run_id: str, artifact_path: str, folder: Path, size: int, on_progress: Progress | None) -> Path:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflow.exceptions import MlflowException
+
+    folder.mkdir(exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # ours is a rich bar in the CLI
+    try:
+        if on_progress is None:
+            return Path(client.download_artifacts(run_id, artifact_path, str(folder)))
+        partial = folder / artifact_path
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(client.download_artifacts, run_id, artifact_path, str(folder))
+            while not future.done():
+                on_progress(artifact_path, partial.stat().st_size if partial.exists() else 0, size)
+                time.sleep(0.1)
+            local = Path(future.result())
+        on_progress(artifact_path, local.stat().st_size, size)
+        return local
+    except (MlflowException, OSError) as err:  # OSError covers dropped connections and full disks
+        raise TrackingError(f"downloading {artifact_path} of run {run_id} failed: {' '.join(str(err).split())[:300]}", "check the server and try again") from None
+
+
+def _metadata(client, run, plan: _Plan, weights, tracking_uri: str) -> dict[str, Any]:
+    tags = run.data.tags
+    number = tags.get("lab.run_number", "")
+    tensors = {name: _describe_tensor(value) for name, value in weights.tensors.items()}
+    return {
+        "name": run.info.run_name or run.info.run_id,
+        "team": tags.get("lab.team"),
+        "number": int(number) if number.isdigit() else None,
+        "experiment_id": run.info.experiment_id,
+        "status": run.info.status,
+        "start_time": run.info.start_time,
+        "end_time": run.info.end_time,
+        "tracking_uri": tracking_uri,
+        "params": dict(run.data.params),
+        "metrics": dict(run.data.metrics),
+        "tags": dict(tags),
+        "history": _histories(client, run),
+        "weights": plan.weights,
+        "weights_format": weights.format,
+        "tensors": tensors,
+        "parameters": sum(_count(shape) for _, shape in tensors.values()),
+        "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _describe_tensor(value) -> tuple[str, list[int]]:
+    if isinstance(value, tuple):  # (dtype, shape) straight from a safetensors header
+        return str(value[0]), [int(dim) for dim in value[1]]
+    return str(value.dtype).replace("torch.", ""), [int(dim) for dim in value.shape]
+
+
+def _count(shape: list[int]) -> int:
+    total = 1
+    for dim in shape:
+        total *= dim
+    return total
+
+
+def _histories(client, run) -> dict[str, list[list[float]]]:
+    histories = {}
+    for key in HISTORY_KEYS:
+        if key in run.data.metrics:
+            points = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+            histories[key] = _downsample(points)
+    return histories
+
+
+def _downsample(points: list[tuple[int, float]]) -> list[list[float]]:
+    if len(points) <= MAX_HISTORY_POINTS:
+        return [[step, value] for step, value in points]
+    size = -(-len(points) // MAX_HISTORY_POINTS)
+    blocks = [points[start : start + size] for start in range(0, len(points), size)]
+    return [[block[-1][0], sum(value for _, value in block) / len(block)] for block in blocks]
+
+
+# --- loading a fetched model ---------------------------------------------------------------------
+def load_model(entry: CacheEntry) -> LoadedModel:
+    from labclient.loading import build_model, read_weights
+
+    weights = read_weights(entry.weights_path, entry.meta.get("weights_format"))
+    spec = _json_file(entry, "model/spec.json") or weights.spec
+    if spec is None:
+        raise ArchitectureError(f"{entry.name} has weights but no model spec", "its team can upload them again with `labclient push FILE --arch SPEC`")
+    config = _json_file(entry, "model/config.json") or weights.config or {}
+    if weights.network is not None and not config:
+        config = {"trainer": "push", "config": {"cost": weights.network.cost}}
+    module = build_model(spec, weights.tensors)
+    return LoadedModel(module, spec, config, cost_of(config, spec, entry.meta.get("params", {})), entry)
+
+
+def cost_of(config: dict, spec: dict, params: dict) -> str:
+    """The cost a model was trained with; a model ending in Sigmoid without a record is taken as quadratic."""
+    recorded = (config.get("config") or {}).get("cost") or params.get("cost")
+    if recorded:
+        return str(recorded)
+    layers = spec.get("layers") or [{}]
+    return "quadratic" if layers[-1].get("type") == "Sigmoid" else "cross_entropy"
+
+
+def _json_file(entry: CacheEntry, artifact_path: str) -> dict | None:
+    path = entry.file(artifact_path)
+    if path is None:
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# --- push ----------------------------------------------------------------------------------------
+@dataclass
+class PushResult:
+    name: str
+    run_id: str
+    url: str
+    params: dict[str, Any]
+    weights_bytes: int
+
+
+def push(
+    path: str | Path, team: str | None = None, *, arch: str | None = None, note: str | None = None,
+    dataset: str | None = None, tracking_uri: str | None = None, settings: Settings | None = None,
+) -> PushResult:
+    """Upload weights trained elsewhere as a new run of `team`, converted to safetensors with a labspec/1 spec."""
+    from labclient.convert import prepare
+    from labclient.run import create_run
+    from labclient.tracking import validate_team
+
+    settings = settings or get_settings()
+    team = validate_team(team or settings.team)
+    prepared = prepare(Path(path), arch, dataset)  # all checks happen before a run exists
+    run = create_run(team, settings=settings, tracking_uri=tracking_uri, tags=prepared.tags)
+    try:
+        run.log_params(prepared.params)
+        run.log_metrics(prepared.metrics)
+        weights = run.log_weights(prepared.state, spec=prepared.spec, config=prepared.config)
+        weights_bytes = weights.stat().st_size
+        run.log_metrics({"weights_file_bytes": weights_bytes})
+        run.note(prepared.note(run.name, note))
+        run.recorder.flush()
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    run.finish("FINISHED")
+    return PushResult(run.name, run.id, run.url, prepared.params, weights_bytes)

@@ -1,0 +1,329 @@
+"""Reading weights from other teams without running their code.
+
+Formats, told apart by their first bytes (the file name is only a hint):
+- safetensors: the header is checked against the file size before any tensor is read, so a header that
+  claims huge tensors, or a truncated file, is refused without allocating anything;
+- PyTorch `.pt`/`.pth` (zip format): every entry must be stored uncompressed, as torch.save writes them, so
+  a zip bomb is refused before inflating; then `torch.load(weights_only=True)`;
+- pickles of plain parameters (`sizes`, `weights`, `biases` of a textbook numpy network, or a dict of
+  arrays) through labclient.safe_pickle's allow-list.
+`inspect_weights` validates without importing torch (fetch uses it); `read_weights` returns tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labclient import safe_pickle
+from labclient.errors import ArchitectureError, UnsafePickle, WeightsFormatError
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+MAX_PICKLE_BYTES = 2 * 1024**3
+MAX_TORCH_PICKLE_BYTES = 64 * 1024 * 1024
+SAFETENSORS_ITEMSIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+SUFFIX_FORMATS = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".bin": "torch", ".pkl": "pickle", ".pickle": "pickle", ".p": "pickle"}
+WEIGHT_SUFFIXES = tuple(SUFFIX_FORMATS)
+ACTIVATIONS = {"sigmoid": "Sigmoid", "relu": "ReLU", "tanh": "Tanh"}
+NUMPY_COSTS = {"QuadraticCost": "quadratic", "CrossEntropyCost": "binary_cross_entropy"}
+_UNSUPPORTED_GLOBAL = re.compile(r"(?:[Uu]nsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")  # torch 2.x wordings
+
+
+@dataclass
+class NumpyNetwork:
+    """A textbook network: weights[i] is (sizes[i+1], sizes[i]), biases[i] is (sizes[i+1], 1)."""
+
+    sizes: list[int]
+    weights: list[Any]
+    biases: list[Any]
+    activation: str = "sigmoid"
+    cost: str = "quadratic"
+    source_class: str | None = None
+
+    def spec(self, input_shape: list[int] | None = None, num_classes: int | None = None) -> dict:
+        from labclient.spec import SPEC_FORMAT
+
+        layers: list[dict] = [{"type": "Flatten"}]
+        for inputs, outputs in zip(self.sizes, self.sizes[1:]):
+            layers += [{"type": "Linear", "in_features": inputs, "out_features": outputs, "bias": True}, {"type": ACTIVATIONS[self.activation]}]
+        if self.activation != "sigmoid":  # the textbook output layer is sigmoid whatever the hidden neurons are
+            layers[-1] = {"type": "Sigmoid"}
+        return {"format": SPEC_FORMAT, "input_shape": input_shape or input_shape_for(self.sizes[0]), "num_classes": num_classes or self.sizes[-1], "layers": layers}
+
+    def state(self) -> dict[str, Any]:
+        state = {}
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            state[f"{1 + 2 * index}.weight"] = weight
+            state[f"{1 + 2 * index}.bias"] = bias.reshape(-1)
+        return state
+
+
+@dataclass
+class Weights:
+    format: str
+    tensors: dict[str, Any]  # name -> numpy array (inspect) or torch tensor (read)
+    metadata: dict[str, Any] = field(default_factory=dict)  # safetensors metadata, JSON values decoded
+    network: NumpyNetwork | None = None
+
+    @property
+    def spec(self) -> dict | None:
+        if isinstance(self.metadata.get("spec"), dict):
+            return self.metadata["spec"]
+        return self.network.spec() if self.network else None
+
+    @property
+    def config(self) -> dict | None:
+        return self.metadata.get("config") if isinstance(self.metadata.get("config"), dict) else None
+
+
+def detect_format(path: Path) -> str:
+    path = Path(path)
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    size = path.stat().st_size
+    if head[:4] == b"PK\x03\x04":
+        return "torch"
+    # before the pickle test: a header length of 640 starts with the bytes 0x80 0x02, like a pickle
+    if len(head) == 9 and head[8:9] == b"{" and 8 + struct.unpack("<Q", head[:8])[0] <= size:
+        return "safetensors"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    hinted = SUFFIX_FORMATS.get(path.suffix.lower())
+    if hinted:
+        return hinted  # a truncated file of a known kind: its reader gives the precise error
+    raise WeightsFormatError(f"{path.name} is not safetensors, a PyTorch file or a pickle", "export the weights with safetensors or torch.save")
+
+
+def inspect_weights(path: Path, fmt: str | None = None) -> Weights:
+    """Validate a weights file and describe its tensors; never imports torch for safetensors or pickles."""
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    if fmt == "safetensors":
+        header, metadata = _safetensors_header(path)
+        return Weights(fmt, {name: (info["dtype"], info["shape"]) for name, info in header.items()}, metadata)
+    if fmt == "pickle":
+        return _read_pickle(path)
+    if fmt == "torch":
+        return read_weights(path, fmt)
+    raise WeightsFormatError(f"unknown weights format {fmt!r}")
+
+
+def read_weights(path: Path, fmt: str | None = None) -> Weights:
+    """The tensors of a weights file as torch tensors, with its metadata."""
+    import torch
+
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    if fmt == "safetensors":
+        from safetensors.torch import load_file
+
+        _, metadata = _safetensors_header(path)
+        return Weights(fmt, load_file(str(path)), metadata)
+    if fmt == "torch":
+        return Weights(fmt, _read_torch(path))
+    weights = _read_pickle(path)
+    weights.tensors = {name: torch.from_numpy(value.copy()) for name, value in weights.tensors.items()}
+    return weights
+
+
+# --- safetensors -------------------------------------------------------------------------------
+def _safetensors_header(path: Path) -> tuple[dict, dict]:
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise WeightsFormatError(f"{path.name} is truncated: {size} bytes, not even a safetensors header", "download or export it again")
+        length = struct.unpack("<Q", prefix)[0]
+        if length > MAX_HEADER_BYTES or 8 + length > size:
+            raise WeightsFormatError(f"{path.name}: the safetensors header claims {length:,} bytes but the file has {size:,}", "the file is truncated or hostile; do not use it")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise WeightsFormatError(f"{path.name}: the safetensors header is not JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise WeightsFormatError(f"{path.name}: the safetensors header is not a JSON object")
+    metadata = _decode_metadata(header.pop("__metadata__", None) or {})
+    data_bytes = size - 8 - length
+    for name, info in header.items():
+        _check_tensor_entry(path.name, name, info, data_bytes)
+    return header, metadata
+
+
+def _check_tensor_entry(file_name: str, name: str, info: Any, data_bytes: int) -> None:
+    try:
+        itemsize = SAFETENSORS_ITEMSIZE[info["dtype"]]
+        shape = [int(dim) for dim in info["shape"]]
+        begin, end = (int(offset) for offset in info["data_offsets"])
+    except (TypeError, KeyError, ValueError):
+        raise WeightsFormatError(f"{file_name}: tensor {name!r} has a malformed header entry") from None
+    count = 1
+    for dim in shape:
+        if dim < 0:
+            raise WeightsFormatError(f"{file_name}: tensor {name!r} has a negative dimension")
+        count *= dim
+    if not 0 <= begin <= end <= data_bytes or end - begin != count * itemsize:
+        raise WeightsFormatError(
+            f"{file_name}: tensor {name!r} claims {count * itemsize:,} bytes at {begin:,}-{end:,} but the file holds {data_bytes:,} bytes of data",
+            "the file is truncated or hostile; do not use it",
+        )
+
+
+def _decode_metadata(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        return {}
+    decoded = {}
+    for key, value in raw.items():
+        try:
+            decoded[key] = json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
+        except json.JSONDecodeError:
+            decoded[key] = value
+    return decoded
+
+
+# --- PyTorch -------------------------------------------------------------------------------------
+def _check_torch_zip(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise WeightsFormatError(f"{path.name} is not a readable PyTorch zip file ({err})", "the file may be truncated; export it again") from None
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED or entry.file_size != entry.compress_size:
+            raise WeightsFormatError(
+                f"{path.name}: entry {entry.filename} is compressed ({entry.compress_size:,} -> {entry.file_size:,} bytes); torch.save never compresses (a zip bomb?)",
+                "re-save it with torch.save or as safetensors",
+            )
+        if entry.filename.endswith("data.pkl") and entry.file_size > MAX_TORCH_PICKLE_BYTES:
+            raise WeightsFormatError(f"{path.name}: its pickled structure is {entry.file_size:,} bytes, too large for a state dict")
+    if not any(entry.filename.endswith("data.pkl") for entry in entries):
+        raise WeightsFormatError(f"{path.name} is a zip file but not a PyTorch checkpoint", "export it with torch.save")
+
+
+def _read_torch(path: Path) -> dict:
+    import pickle
+
+    import torch
+
+    _check_torch_zip(path)
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        match = _UNSUPPORTED_GLOBAL.search(str(err))
+        raise UnsafePickle(match.group(1) if match else "a global outside torch's weights-only allow-list") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as err:
+        raise WeightsFormatError(f"{path.name} cannot be read by torch.load ({' '.join(str(err).split())[:200]})", "export it again") from None
+    return _state_dict_of(loaded, path.name)
+
+
+def _state_dict_of(loaded: Any, file_name: str) -> dict:
+    import torch
+
+    if isinstance(loaded, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+        tensors = {str(name): value for name, value in loaded.items() if isinstance(value, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise WeightsFormatError(f"{file_name} holds no state dict of tensors", "save model.state_dict() with torch.save")
+
+
+# --- pickles -------------------------------------------------------------------------------------
+def _read_pickle(path: Path) -> Weights:
+    import numpy as np
+
+    size = path.stat().st_size
+    if size > MAX_PICKLE_BYTES:
+        raise WeightsFormatError(f"{path.name} is {size:,} bytes, too large for a pickle of parameters", "export it as safetensors")
+    value = safe_pickle.load(path.read_bytes())
+    fields = safe_pickle.fields(value)
+    if fields is not None and "weights" in fields and "biases" in fields:
+        network = numpy_network(fields, safe_pickle.global_name(value))
+        return Weights("pickle", network.state(), {}, network)
+    if fields is not None and fields and all(isinstance(item, np.ndarray) for item in fields.values()):
+        return Weights("pickle", {str(name): item for name, item in fields.items()})
+    raise WeightsFormatError(
+        f"{path.name} holds neither a network with sizes/weights/biases nor a dict of arrays",
+        "pickle a dict like {'sizes': [...], 'weights': [...], 'biases': [...]}",
+    )
+
+
+def numpy_network(fields: dict, source_class: str | None = None) -> NumpyNetwork:
+    import numpy as np
+
+    weights, biases = list(fields["weights"] or []), list(fields["biases"] or [])
+    if not weights or len(weights) != len(biases) or not all(isinstance(item, np.ndarray) for item in weights + biases):
+        raise ArchitectureError("weights and biases must be equally long, non-empty lists of numpy arrays")
+    sizes = [int(weights[0].shape[-1])] + [int(weight.shape[0]) for weight in weights]
+    claimed = fields.get("sizes")
+    if claimed is not None and [int(size) for size in claimed] != sizes:
+        raise ArchitectureError(f"sizes {list(claimed)} do not match the weight shapes, which say {sizes}")
+    for index, (weight, bias) in enumerate(zip(weights, biases)):
+        if weight.shape != (sizes[index + 1], sizes[index]) or bias.size != sizes[index + 1]:
+            raise ArchitectureError(
+                f"layer {index}: weights {weight.shape} and biases {bias.shape} do not fit sizes {sizes}",
+                "weights[i] must be (sizes[i+1], sizes[i]) and biases[i] (sizes[i+1], 1), as in the textbook",
+            )
+    activation = str(fields.get("activation", "sigmoid")).lower()
+    if activation not in ACTIVATIONS:
+        raise ArchitectureError(f"unknown activation {activation!r}", f"use one of {', '.join(ACTIVATIONS)}")
+    cost_field = fields.get("cost")
+    cost_name = safe_pickle.class_name(cost_field) or (cost_field if isinstance(cost_field, str) else "QuadraticCost")
+    cost = NUMPY_COSTS.get(cost_name, cost_name if cost_name in ("quadratic", "cross_entropy", "binary_cross_entropy") else "quadratic")
+    return NumpyNetwork(sizes, weights, biases, activation, cost, source_class)
+
+
+def input_shape_for(features: int) -> list[int]:
+    """The image shape a flat input size stands for: 784 is MNIST's 1x28x28, 64 the 1x8x8 digits."""
+    side = int(round(features**0.5))
+    return [1, side, side] if side * side == features and features in (64, 784) else [features]
+
+
+# --- models --------------------------------------------------------------------------------------
+def build_model(spec: dict, tensors: dict):
+    """Rebuild the model a spec describes and load the tensors; names matched, else by position and shape."""
+    from labclient.spec import SpecError, build
+
+    try:
+        model = build(spec)
+    except (SpecError, TypeError, ValueError) as err:
+        raise ArchitectureError(f"the model spec cannot be built: {err}", "check the spec (see 'Model spec' in the README)") from None
+    expected = model.state_dict()
+    state = _match_names(expected, tensors)
+    floating = [value.dtype for value in state.values() if value.is_floating_point()]
+    if floating:
+        model = model.to(floating[0])  # float64 numpy networks stay float64, so predictions match theirs exactly
+    model.load_state_dict(state, strict=True)
+    return model.eval().requires_grad_(False)
+
+
+def _layer_order(name: str) -> tuple:
+    prefix, _, leaf = name.rpartition(".")
+    natural = tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", prefix))
+    return natural, leaf != "weight", leaf
+
+
+def _match_names(expected: dict, tensors: dict) -> dict:
+    if set(expected) == set(tensors) and all(tuple(expected[n].shape) == tuple(tensors[n].shape) for n in expected):
+        return dict(tensors)
+    # a team's own names (fc1.weight, ...): match by position, in file order or in layer order
+    for ordered in (list(tensors.items()), sorted(tensors.items(), key=lambda item: _layer_order(item[0]))):
+        if len(ordered) == len(expected) and all(tuple(t.shape) == tuple(e.shape) for (_, t), e in zip(ordered, expected.values())):
+            return {name: tensor for name, (_, tensor) in zip(expected, ordered)}
+    missing = [name for name in expected if name not in tensors]
+    unexpected = [name for name in tensors if name not in expected]
+    shapes = [f"{n} {tuple(tensors[n].shape)} vs {tuple(expected[n].shape)}" for n in expected if n in tensors and tuple(tensors[n].shape) != tuple(expected[n].shape)]
+    detail = "; ".join(filter(None, [
+        f"missing {', '.join(missing[:4])}" if missing else "", f"unexpected {', '.join(unexpected[:4])}" if unexpected else "",
+        f"shape mismatch {', '.join(shapes[:3])}" if shapes else "",
+    ]))
+    raise ArchitectureError(f"the weights do not fit the model spec ({detail})", "pass the matching architecture with --arch")

@@ -1,0 +1,73 @@
+"""The shared deployment: labserver on the real PostgreSQL with artifacts in an S3 server."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+def test_weights_land_in_the_bucket(cli, lab_server_pg_s3, as_team, s3):
+    as_team(lab_server_pg_s3, "red")
+    result = cli("train", "--trainer", "logreg", "--dataset", "digits", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(lab_server_pg_s3.url)
+    run = client.search_runs([client.get_experiment_by_name("red").experiment_id], max_results=1)[0]
+    keys = {item["Key"]: item["Size"] for item in s3.client().list_objects_v2(Bucket=s3.bucket)["Contents"]}
+    weights_key = next(key for key in keys if key.endswith(f"{run.info.run_id}/artifacts/model/model.safetensors"))
+    assert keys[weights_key] == int(run.data.tags["lab.weights.bytes"])
+    body = s3.client().get_object(Bucket=s3.bucket, Key=weights_key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == run.data.tags["lab.weights.sha256"]
+
+
+def test_twenty_concurrent_starts_get_distinct_gap_free_numbers(lab_server_pg_s3, as_team):
+    import labclient
+
+    lab_server_pg_s3.add_team("swarm")
+    as_team(lab_server_pg_s3, "swarm")
+    barrier = threading.Barrier(20)
+    runs, errors = [], []
+
+    def start():
+        try:
+            barrier.wait(timeout=60)
+            runs.append(labclient.create_run("swarm"))
+        except Exception as err:  # collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=start) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    for run in runs:
+        run.finish()
+    assert not errors, errors
+    assert sorted(run.number for run in runs) == list(range(1, 21))
+    client = MlflowClient(lab_server_pg_s3.url)
+    names = [r.info.run_name for r in client.search_runs([client.get_experiment_by_name("swarm").experiment_id], max_results=100)]
+    assert sorted(names) == sorted(f"swarm/run-{n}" for n in range(1, 21))
+
+
+def test_direct_allocations_under_load(lab_server_pg_s3):
+    lab_server_pg_s3.add_team("load")
+    auth = lab_server_pg_s3.auth("load")
+    numbers, barrier = [], threading.Barrier(20)
+
+    def allocate():
+        barrier.wait(timeout=60)
+        for _ in range(5):
+            response = requests.post(lab_server_pg_s3.url + "/api/2.0/lab/run-numbers", json={"team": "load"}, auth=auth, timeout=60)
+            numbers.append(response.json()["number"])
+
+    threads = [threading.Thread(target=allocate) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert sorted(numbers) == list(range(1, 101))
