@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the report (default: bench/RESULTS.md)")
     parser.add_argument("--data-dir", type=Path, help="mnist-10k (default: LAB_TEST_DATASETS or ../shared/datasets)")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="admin URL of a PostgreSQL server, or 'none' to skip it")
+    parser.add_argument("--torch-threads", type=int, default=1, metavar="N",
+                        help="torch intra-op threads for every trainer, baseline and ours alike (default 1; 0: torch's default)")
     args = parser.parse_args(argv)
     args.profile = args.profile or "full"
     unknown = [name for name in args.names if name not in names]
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     selected = [b for b in BENCHMARKS if not args.names or b.NAME in args.names]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the servers we started are stopped on the way out
+    if args.torch_threads:
+        # read by torch at import, here and in the training processes the benchmarks start
+        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)
     with tempfile.TemporaryDirectory(prefix="labbench-") as workdir:
         _isolate(Path(workdir))
         ctx = Context(args.profile, find_data_dir(args.data_dir), Path(workdir), _postgres(args.postgres))

@@ -78,11 +78,15 @@ def _training_times(ctx: Context, server, batch: int, sizes: Sizes) -> dict[str,
         overrides={"batch_size": batch, "epochs": epochs}, tracking_uri=server.url,
     )
 
-    def tracked() -> float:
+    def tracked() -> tuple[float, float | None]:
+        cpu_before = server.cpu_seconds()
         with server.as_team():
-            return train(options, reporter=Reporter(quiet=True)).seconds
+            seconds = train(options, reporter=Reporter(quiet=True)).seconds
+        return seconds, None if cpu_before is None else server.cpu_seconds() - cpu_before
 
-    return ctx.alternate({"plain": lambda: baselines.in_memory_loop(x, y, batch, epochs), "tracked": tracked}, sizes.reps)
+    times = ctx.alternate({"plain": lambda: baselines.in_memory_loop(x, y, batch, epochs), "tracked": tracked}, sizes.reps)
+    return {"plain": times["plain"], "tracked": [t for t, _ in times["tracked"]],
+            "server_cpu": [cpu for _, cpu in times["tracked"] if cpu is not None]}
 
 
 def _wall_times(ctx: Context, server, batch: int, sizes: Sizes) -> dict[str, list[float]]:
@@ -108,12 +112,15 @@ def _process_seconds(command: list[str], env: dict[str, str]) -> float:
 def _body(training: dict, walls: dict) -> str:
     rows = []
     for (backend, batch), t in training.items():
-        ratio = paired_ratios(t["tracked"], t["plain"])
-        rows.append([backend, batch, "training epochs", fmt_spread(stats(t["plain"])), fmt_spread(stats(t["tracked"])), fmt_overhead(ratio.median)])
+        overhead = fmt_overhead(paired_ratios(t["tracked"], t["plain"]).median)
+        server_cpu = fmt_spread(stats(t["server_cpu"])) if t["server_cpu"] else "n/a"
+        rows.append([backend, batch, "training epochs", fmt_spread(stats(t["plain"])), fmt_spread(stats(t["tracked"])), overhead, server_cpu])
     for (backend, batch), w in walls.items():
-        ratio = paired_ratios(w["tracked"], w["plain"])
-        rows.append([backend, batch, "whole process", fmt_spread(stats(w["plain"])), fmt_spread(stats(w["tracked"])), fmt_overhead(ratio.median)])
-    return table(["server store", "batch", "timed", "plain, untracked", "`labclient train`, tracked", "overhead (median)"], rows)
+        overhead = fmt_overhead(paired_ratios(w["tracked"], w["plain"]).median)
+        rows.append([backend, batch, "whole process", fmt_spread(stats(w["plain"])), fmt_spread(stats(w["tracked"])), overhead, ""])
+    headers = ["server store", "batch", "timed", "plain, untracked", "`labclient train`, tracked", "overhead (median)",
+               "server CPU per tracked run"]
+    return table(headers, rows)
 
 
 def _notes(ctx: Context, sizes: Sizes) -> list[str]:
@@ -130,5 +137,6 @@ def _notes(ctx: Context, sizes: Sizes) -> list[str]:
         f"Whole process: `python -m bench.baselines` (import, load, train, evaluate) against a `labclient train` process "
         f"(import, run start, train, evaluate, upload weights and plots, finish), {sizes.wall_reps} run(s) each"
         + (f", at batch {' and '.join(map(str, sizes.wall_batches))}." if sizes.wall_reps else ": not run in this profile."),
-        "The tracked runs log in as a team with its token, as after `labclient login`.",
+        "The tracked runs log in as a team with its token, as after `labclient login`. Server CPU: user + system time of "
+        "the server's processes during the whole tracked `train()` call (setup, epochs, evaluation, uploads, finish).",
     ]

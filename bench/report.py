@@ -20,6 +20,9 @@ METHOD = """\
 - A ratio is ours / baseline, computed per repetition (the pair ran back to back) and then summarised.
   For times, below 1× means ours is faster; for throughput (samples/s), above 1× means ours is faster.
 - The machine is shared with other engineers' test runs; the load average is shown so a noisy run is visible.
+  Trainers use one torch thread by default (`--torch-threads`): with torch's default of one thread per
+  core, any other busy process on the 2 cores stalls its OpenMP pool (measured at load 5-6: 1,000-7,000
+  samples/s at batch 10 with 2 threads against 26,000-56,000 with 1), which buries every ratio in noise.
 - Run `python -m bench` (full), `python -m bench --quick`, or a few: `python -m bench throughput logging`."""
 
 
@@ -32,7 +35,8 @@ def machine() -> list[tuple[str, str]]:
     gpu = hardware.gpu_facts("cuda")
     commit = hardware.git_commit(REPO) or "unknown"
     return [
-        ("CPU", f"{hardware.cpu_model()}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads)"),
+        ("CPU", f"{hardware.cpu_model()}, {os.cpu_count()} cores"),
+        ("torch threads", f"{torch.get_num_threads()} intra-op thread(s) for every trainer (`--torch-threads`)"),
         ("memory", f"{memory / 2**30:.1f} GiB" if memory else "unknown"),
         ("GPU", f"{gpu['gpu.name']} ({gpu['gpu.memory_gb']} GB), not used by these benchmarks" if gpu else "none"),
         ("OS", platform.platform()),

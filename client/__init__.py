@@ -5,13 +5,16 @@ Attributes are imported lazily so `labclient --help` never pays for torch or mlf
 
 from __future__ import annotations
 
-__all__ = ["start_run", "create_run", "train", "TrainOptions"]
+__all__ = ["start_run", "create_run", "train", "TrainOptions", "fetch", "push", "load_model"]
 
 _LAZY = {
     "start_run": "labclient.run",
     "create_run": "labclient.run",
     "train": "labclient.training",
     "TrainOptions": "labclient.training",
+    "fetch": "labclient.exchange",
+    "push": "labclient.exchange",
+    "load_model": "labclient.exchange",
 }
 
 

@@ -71,9 +71,10 @@ def log_results(run, session, result, train_accuracy: float) -> None:
     result.weights_file_bytes = weights.stat().st_size
     run.log_metrics({"weights_file_bytes": result.weights_file_bytes})
     logged_plots = _log_plots(run, session, train_accuracy)
-    run.recorder.flush()
-    _write_diary_draft(run, session, described, logged_plots)
-    result.run_name, result.run_id, result.url = run.name, run.id, run.url
+    from labclient.diary_draft import describe_architecture
+
+    # drafted where the run's figures are, on the store, once they all arrived (at sync time for an offline run)
+    run.draft_diary(session.options.note, describe_architecture(described), logged_plots)
 
 
 def _log_plots(run, session, train_accuracy: float) -> list[str]:
@@ -96,24 +97,6 @@ def _log_plots(run, session, train_accuracy: float) -> list[str]:
     for key in drawn:
         run.log_artifact(path[key], "plots")
     return [PLOTS[key] for key in drawn]
-
-
-def _write_diary_draft(run, session, described: dict | None, logged_plots: list[str]) -> None:
-    """The run's description: the drafted dev-diary entry, with the team's --note inside it."""
-    from mlflow.exceptions import MlflowException
-
-    from labclient import diary
-
-    try:
-        logged = run.client.get_run(run.id)
-        text = diary.draft_entry(logged, note=session.options.note, architecture=diary.describe_architecture(described),
-                                 plots=logged_plots)
-        if diary.store_run_entry(run.client, run.id, run.name, text):
-            session.reporter.warn(f"the diary draft has {len(text):,} characters, more than the {diary.RUN_LIMIT:,} MLflow "
-                                  f"keeps in a description: its start is shown, the whole text is {diary.ENTRY_ARTIFACT}")
-    except (MlflowException, LabError, OSError) as err:
-        # a trained, logged model is worth more than its draft: warn, and let the team write it by hand
-        session.reporter.warn(f"the dev-diary draft was not saved ({err}); write it with `labclient diary {run.name} --edit`")
 
 
 def check_round_trip(session) -> int:

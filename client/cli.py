@@ -6,6 +6,7 @@ torch and mlflow are imported inside commands, never at module level.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from labclient.errors import ConfigError, LabError
+from labclient.errors import ConfigError, DiskFull, LabError
 
 
 def _debug() -> bool:
@@ -39,6 +40,9 @@ class LabGroup(click.Group):
         except Exception as err:  # a bug of ours: still one line, with the way to see more
             if _debug():
                 raise
+            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is no bug
+                click.echo(f"error: {DiskFull(err.filename or 'a file').one_line()}", err=True)
+                sys.exit(DiskFull.exit_code)
             message = " ".join(str(err).split()) or type(err).__name__
             click.echo(f"error: {type(err).__name__}: {message} (set LAB_DEBUG=1 for the traceback)", err=True)
             sys.exit(1)
@@ -78,7 +82,8 @@ def _parse_params(values: tuple[str, ...]) -> dict:
 @click.option("--note", help="Your own words for the run's dev-diary entry.")
 @click.option("--tracking-uri", help="Log to this server or database instead of the configured one.")
 @click.option("--dry-run", is_flag=True, help="Train two batches, check the model round-trips, log nothing.")
-def train(team, trainer, dataset, epochs, lr, batch_size, optimizer, seed, params, device, data_dir, note, tracking_uri, dry_run):
+@click.option("--offline", is_flag=True, default=None, help="Contact no server: journal the run locally; `labclient sync` publishes it.")
+def train(team, trainer, dataset, epochs, lr, batch_size, optimizer, seed, params, device, data_dir, note, tracking_uri, dry_run, offline):
     """Train a model and log the run, its hardware, compute figures and weights."""
     from labclient.artifacts import summary_rows
     from labclient.reporting import print_table
@@ -87,11 +92,15 @@ def train(team, trainer, dataset, epochs, lr, batch_size, optimizer, seed, param
     overrides = {**_parse_params(params), "epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer, "seed": seed}
     options = TrainOptions(
         team=team, trainer=trainer, dataset=dataset, data_dir=data_dir, device=device, overrides=overrides,
-        note=note, dry_run=dry_run, tracking_uri=tracking_uri,
+        note=note, dry_run=dry_run, tracking_uri=tracking_uri, offline=offline,
     )
     result = run_training(options)
     print_table(summary_rows(result), title="dry run" if dry_run else f"run {result.run_name}")
-    if not dry_run:
+    if result.pending:
+        why = "it was trained offline" if result.offline else "the tracking server did not answer in time"
+        click.echo(f"The run is stored locally and pending ({why}): {result.journal}\n"
+                   "Nothing is lost. Run `labclient sync` when the server is reachable; `labclient status` lists pending runs.")
+    elif not dry_run:
         from labclient.config import get_settings
         from labclient.tracking import resolve_target
 
@@ -149,6 +158,11 @@ from labclient.cli_diary import diary, leaderboard  # noqa: E402
 
 main.add_command(diary)
 main.add_command(leaderboard)
+
+from labclient.cli_sync import status, sync  # noqa: E402
+
+main.add_command(sync)
+main.add_command(status)
 
 
 if __name__ == "__main__":

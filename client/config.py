@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from labclient import paths
@@ -61,6 +61,17 @@ class Settings(BaseSettings):
     data_dir: Path | None = None
     mnist_mirrors: tuple[str, ...] = DEFAULT_MNIST_MIRRORS
     debug: bool = False
+    offline: bool = False  # journal runs locally and contact no server; `labclient sync` publishes them
+    drain_timeout: float = Field(30.0, ge=0)  # seconds `train` waits at the end for the journal to reach the server
+    journal_keep: bool = False  # keep the events of synced runs under <home>/journal/synced/ (auditing, tests)
+
+    @field_validator("home", "cache_dir", "data_dir", "tracking_uri", "team", "token", mode="before")
+    @classmethod
+    def _no_nul(cls, value):
+        # a NUL byte (possible in TOML's "\u0000") passes pydantic but breaks every file operation later
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("contains a NUL character")
+        return value
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
@@ -73,6 +84,10 @@ class Settings(BaseSettings):
     @property
     def embedded_artifact_root(self) -> Path:
         return self.home / "artifacts"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.home / "journal"
 
     @property
     def is_embedded(self) -> bool:

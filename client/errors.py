@@ -47,6 +47,17 @@ class TrackingError(LabError):
     """The tracking server or store cannot be reached or refused a request."""
 
 
+class ServerUnreachable(TrackingError):
+    """No answer, a timeout or a 5xx: worth retrying later (the journal keeps everything meanwhile)."""
+
+
+class DiskFull(LabError):
+    """No space left on the device while writing the journal or the cache; what was written before stays readable."""
+
+    def __init__(self, where: str, remedy: str | None = None):
+        super().__init__(f"no space left on the device while writing {where}", remedy or "free some disk space and try again")
+
+
 class RunNotFound(LabError):
     pass
 

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -187,8 +188,6 @@ def _other_runs_with_weights(client, run) -> str | None:
 
 
 def _download_file(client, run_id: str, artifact_path: str, folder: Path, size: int, on_progress: Progress | None) -> Path:
-    from concurrent.futures import ThreadPoolExecutor
-
     from mlflow.exceptions import MlflowException
 
     folder.mkdir(exist_ok=True)
@@ -196,17 +195,35 @@ def _download_file(client, run_id: str, artifact_path: str, folder: Path, size: 
     try:
         if on_progress is None:
             return Path(client.download_artifacts(run_id, artifact_path, str(folder)))
-        partial = folder / artifact_path
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(client.download_artifacts, run_id, artifact_path, str(folder))
-            while not future.done():
-                on_progress(artifact_path, partial.stat().st_size if partial.exists() else 0, size)
-                time.sleep(0.1)
-            local = Path(future.result())
+        local = _download_watched(client, run_id, artifact_path, folder, size, on_progress)
         on_progress(artifact_path, local.stat().st_size, size)
         return local
     except (MlflowException, OSError) as err:  # OSError covers dropped connections and full disks
         raise TrackingError(f"downloading {artifact_path} of run {run_id} failed: {' '.join(str(err).split())[:300]}", "check the server and try again") from None
+
+
+def _download_watched(client, run_id: str, artifact_path: str, folder: Path, size: int, on_progress: Progress) -> Path:
+    """Download on a daemon thread while this one reports the growing file; Ctrl-C here stops at once
+    (the temporary folder is removed, and a daemon thread never holds the process open)."""
+    import threading
+
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["path"] = Path(client.download_artifacts(run_id, artifact_path, str(folder)))
+        except BaseException as err:  # handed to the waiting thread
+            outcome["error"] = err
+
+    worker = threading.Thread(target=work, name="lab-fetch", daemon=True)
+    worker.start()
+    partial = folder / artifact_path
+    while worker.is_alive():
+        on_progress(artifact_path, partial.stat().st_size if partial.exists() else 0, size)
+        worker.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["path"]
 
 
 def _metadata(client, run, plan: _Plan, weights, tracking_uri: str) -> dict[str, Any]:
@@ -299,6 +316,7 @@ def _json_file(entry: CacheEntry, artifact_path: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+@contextmanager
 # --- push ----------------------------------------------------------------------------------------
 @dataclass
 class PushResult:
@@ -322,6 +340,7 @@ def push(
     team = validate_team(team or settings.team)
     prepared = prepare(Path(path), arch, dataset)  # all checks happen before a run exists
     run = create_run(team, settings=settings, tracking_uri=tracking_uri, tags=prepared.tags)
+    status = "FAILED"
     try:
         run.log_params(prepared.params)
         run.log_metrics(prepared.metrics)
@@ -330,8 +349,7 @@ def push(
         run.log_metrics({"weights_file_bytes": weights_bytes})
         run.note(prepared.note(run.name, note))
         run.recorder.flush()
-    except BaseException:
-        run.finish("FAILED")
-        raise
-    run.finish("FINISHED")
+        status = "FINISHED"
+    finally:
+        run.finish(status)
     return PushResult(run.name, run.id, run.url, prepared.params, weights_bytes)

@@ -130,7 +130,8 @@ def read_weights(path: Path, fmt: str | None = None) -> Weights:
     if fmt == "torch":
         return Weights(fmt, _read_torch(path))
     weights = _read_pickle(path)
-    weights.tensors = {name: torch.from_numpy(value.copy()) for name, value in weights.tensors.items()}
+    # native byte order and a private copy: torch cannot wrap big-endian or read-only arrays
+    weights.tensors = {name: torch.from_numpy(value.astype(value.dtype.newbyteorder("="))) for name, value in weights.tensors.items()}
     return weights
 
 

@@ -1,148 +1,216 @@
 """The recorder: the one object every log call goes through (CLI, Python API and trainers alike).
 
-Calls return at once; a background sender ships them to MLflow in batches, so logging never waits
-on the tracking store inside the training loop. Durability (a journal on disk) belongs here too.
+A call writes its events to the run's journal on local disk (labclient/journal.py) and returns; it
+never waits for the network. A background sender fsyncs the journal every SEND_INTERVAL_S and ships
+it to the tracking store in batches (labclient/shipper.py). When the store is unreachable it retries
+with capped exponential backoff while training goes on; whatever it has not delivered when the run
+ends stays in the journal for `labclient sync`.
 """
 
 from __future__ import annotations
 
-import queue
+import random
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labclient.errors import TrackingError
+from labclient.errors import LabError, ServerUnreachable, TrackingError
 
-MAX_ENTITIES_PER_BATCH = 1000  # MLflow's limit for metrics + params + tags in one log_batch
-MAX_PARAMS_TAGS_PER_BATCH = 100
-FLUSH_INTERVAL_S = 0.5
-_STOP = object()
-
-
-@dataclass
-class _Batch:
-    metrics: list = field(default_factory=list)
-    params: list = field(default_factory=list)
-    tags: list = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.metrics) + len(self.params) + len(self.tags)
-
-    def full(self) -> bool:
-        return len(self) >= MAX_ENTITIES_PER_BATCH or len(self.params) + len(self.tags) >= MAX_PARAMS_TAGS_PER_BATCH
-
-
-@dataclass
-class _Artifact:
-    local_path: Path
-    artifact_path: str | None
+SEND_INTERVAL_S = 0.2  # fsync and send this often: the most a crash of the machine can lose
+WAKE_AFTER_EVENTS = 1000  # or as soon as this many events wait (one full log_batch)
+RETRY_FIRST_S = 0.25
+RETRY_MAX_S = 5.0
 
 
 class Recorder:
-    """Queues params, metrics, tags and artifacts of one MLflow run and sends them off the caller's thread."""
+    """Journals params, metrics, tags and artifacts of one run and sends them off the caller's thread."""
 
-    def __init__(self, client, run_id: str):
-        self.client = client
-        self.run_id = run_id
-        self._queue: queue.Queue = queue.Queue()
-        self._error: BaseException | None = None
-        self._sender = threading.Thread(target=self._send_loop, name=f"lab-sender-{run_id[:8]}", daemon=True)
+    def __init__(self, journal, shipper=None, *, drain_timeout: float = 30.0, keep_journal: bool = False):
+        self.journal = journal
+        self.shipper = shipper  # None: an offline run, sent by `labclient sync` only
+        self.drain_timeout = drain_timeout
+        self.keep_journal = keep_journal
+        self.last_error: str | None = None  # the latest reason a send failed, while retrying
+        self._fatal: LabError | None = None
+        self._cond = threading.Condition()
+        self._wake = self._urgent = self._stop = False
+        self._unsent = 0
+        self._closed = False
+        self._sender = threading.Thread(target=self._send_loop, name=f"lab-sender-{journal.local_id[-8:]}", daemon=True)
         self._sender.start()
 
     # --- the logging API -------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        for key, value in params.items():
-            self._queue.put(Param(str(key), _as_text(value)))
+        self._append([{"type": "param", "key": str(key), "value": _as_text(value)} for key, value in params.items()])
 
     def log_metric(self, key: str, value: float, step: int = 0, timestamp_ms: int | None = None) -> None:
-        from mlflow.entities import Metric
-
-        self._queue.put(Metric(key, float(value), timestamp_ms or int(time.time() * 1000), int(step)))
+        timestamp = timestamp_ms or int(time.time() * 1000)
+        self._append([{"type": "metric", "key": key, "value": float(value), "timestamp": timestamp, "step": int(step)}])
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
-        for key, value in metrics.items():
-            self.log_metric(key, value, step, now)
+        self._append([{"type": "metric", "key": key, "value": float(value), "timestamp": now, "step": int(step)}
+                      for key, value in metrics.items()])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        from mlflow.entities import RunTag
+        self._append([{"type": "tag", "key": str(key), "value": _as_text(value)} for key, value in tags.items()])
 
-        for key, value in tags.items():
-            self._queue.put(RunTag(str(key), _as_text(value)))
+    def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> tuple[str, int]:
+        """Copies the file into the journal at once (the caller may delete it); returns its sha256 and size."""
+        event = self.journal.add_file(Path(local_path), artifact_path)
+        self._append([event])
+        return event["sha256"], event["size"]
 
-    def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
-        """The file must stay in place until `flush()` returns."""
-        self._queue.put(_Artifact(Path(local_path), artifact_path))
+    def draft_diary(self, note: str | None, architecture: str | None, plots: list[str]) -> None:
+        """Draft the run's dev-diary entry on the store, once everything logged before has arrived."""
+        self._append([{"type": "draft", "note": note, "architecture": architecture, "plots": plots}])
+
+    def _append(self, events: list[dict]) -> int:
+        if not events:
+            return self.journal.seq
+        seq = self.journal.append(events)
+        self._unsent += len(events)
+        if self._unsent >= WAKE_AFTER_EVENTS:
+            self._nudge(urgent=False)
+        return seq
+
+    # --- waiting for the store ----------------------------------------------------------------------
+    @property
+    def offline(self) -> bool:
+        return self.shipper is None
+
+    @property
+    def acked_seq(self) -> int:
+        return self.shipper.acked_seq if self.shipper else 0
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.shipper.warnings if self.shipper else []
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.shipper.state if self.shipper else {}
 
     def flush(self, timeout: float | None = None) -> None:
-        """Block until everything queued so far has been sent; re-raise a send failure."""
-        done = threading.Event()
-        self._queue.put(done)
-        if not done.wait(timeout):
-            raise TrackingError(f"logging did not finish within {timeout:.0f}s", "check the tracking server")
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise TrackingError(f"sending to the tracking store failed: {error}", "check the tracking server") from error
+        """Block until the store acknowledged everything logged so far (at most `timeout`, default the drain timeout)."""
+        if self.offline:
+            raise TrackingError("this run is offline: nothing is sent before `labclient sync`")
+        timeout = self.drain_timeout if timeout is None else timeout
+        if not self._wait_acked(self.journal.seq, timeout):
+            raise TrackingError(f"the tracking store has not acknowledged everything within {timeout:.0f}s"
+                                + (f" ({self.last_error})" if self.last_error else ""),
+                                "nothing is lost: it stays in the journal, and `labclient sync` sends it")
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def _wait_acked(self, seq: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        self._nudge(urgent=True)
+        with self._cond:
+            while self.acked_seq < seq and self._fatal is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, SEND_INTERVAL_S))
+        if self._fatal is not None:
+            raise self._fatal
+        return True
+
+    def finish(self, status: str = "FINISHED") -> bool:
+        """Journal the run's end, wait up to the drain timeout for the store; True when all of it arrived.
+
+        False leaves the run pending in its journal: `labclient sync` sends the rest.
+        """
+        drained = False
         try:
-            self.flush()
+            end = self._append([{"type": "end", "status": status, "end_time": int(time.time() * 1000)}])
+            self.journal.persist()
+            if not self.offline and self._fatal is None:
+                try:
+                    drained = self._wait_acked(end, self.drain_timeout)
+                except LabError as err:
+                    self.last_error = err.one_line()
+        except LabError as err:  # no room for the end event: the run stays pending, sync marks it ended
+            self.last_error = err.one_line()
         finally:
-            self._queue.put(_STOP)
-            self._sender.join(timeout=60)
-            self.client.set_terminated(self.run_id, status=status)
+            self._stop_sender()
+            if drained:
+                self.journal.retire(keep=self.keep_journal)
+            else:
+                self.journal.close()
+        return drained
+
+    def abandon(self) -> None:
+        """Stop without an end event (tests of crashes; a process that must exit now)."""
+        self._stop_sender()
+        self.journal.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for benchmarks and status: events logged and acknowledged, requests, failures, latencies."""
+        shipped = self.shipper.stats if self.shipper else None
+        return {
+            "logged": self.journal.seq,
+            "acked": self.acked_seq,
+            "pending": self.journal.seq - self.acked_seq,
+            "bound": bool(self.state.get("run_id")),
+            "requests": shipped.requests if shipped else 0,
+            "failures": shipped.failures if shipped else 0,
+            "refused": shipped.refused if shipped else 0,
+            "request_seconds": list(shipped.request_seconds) if shipped else [],
+            "ack_lag_seconds": list(shipped.ack_lag_seconds) if shipped else [],
+            "last_error": self.last_error,
+        }
 
     # --- the sender thread ---------------------------------------------------------------------
+    def _nudge(self, urgent: bool) -> None:
+        with self._cond:
+            self._wake = True
+            self._urgent = self._urgent or urgent
+            self._cond.notify_all()
+
+    def _stop_sender(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._sender.join(timeout=5)  # a request in flight ends by its own timeout; the thread is a daemon
+
     def _send_loop(self) -> None:
-        batch, deadline = _Batch(), None
+        delay, next_try = 0.0, 0.0
         while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                batch, deadline = self._send_batch(batch), None
-                continue
-            if item is _STOP:
-                self._send_batch(batch)
+            with self._cond:
+                if not (self._wake or self._stop):
+                    self._cond.wait(SEND_INTERVAL_S)
+                urgent, stopping = self._urgent, self._stop
+                self._wake = self._urgent = False
+            self._persist()
+            if stopping:
                 return
-            if isinstance(item, (threading.Event, _Artifact)):
-                batch, deadline = self._send_batch(batch), None
-                if isinstance(item, _Artifact):
-                    self._guard(self.client.log_artifact, self.run_id, str(item.local_path), item.artifact_path)
-                else:
-                    item.set()
+            if self.shipper is None or self._fatal is not None or (time.monotonic() < next_try and not urgent):
                 continue
-            _add(batch, item)
-            if batch.full():
-                batch, deadline = self._send_batch(batch), None
-            elif deadline is None:
-                deadline = time.monotonic() + FLUSH_INTERVAL_S
+            try:
+                self._unsent = 0
+                self._ship()
+                delay, self.last_error = 0.0, None
+            except ServerUnreachable as err:
+                delay = min(max(delay * 2, RETRY_FIRST_S), RETRY_MAX_S)
+                next_try = time.monotonic() + delay * random.uniform(0.8, 1.2)
+                self.last_error = err.one_line()
+            except LabError as err:
+                self._fatal = err
+            except Exception as err:  # a bug of ours must not be silent: the next flush raises it
+                self._fatal = TrackingError(f"sending failed: {type(err).__name__}: {err}")
+            with self._cond:
+                self._cond.notify_all()
 
-    def _send_batch(self, batch: _Batch) -> _Batch:
-        if len(batch):
-            self._guard(self.client.log_batch, self.run_id, metrics=batch.metrics, params=batch.params, tags=batch.tags)
-        return _Batch()
+    def _ship(self) -> None:
+        if not self.shipper.bound:
+            self.shipper.bind()
+        self.shipper.ship_pending()
 
-    def _guard(self, call, *args, **kwargs) -> None:
+    def _persist(self) -> None:
         try:
-            call(*args, **kwargs)
-        except Exception as err:  # kept and re-raised on the caller's thread at the next flush
-            self._error = self._error or err
-
-
-def _add(batch: _Batch, item) -> None:
-    from mlflow.entities import Metric, Param
-
-    if isinstance(item, Metric):
-        batch.metrics.append(item)
-    elif isinstance(item, Param):
-        batch.params.append(item)
-    else:
-        batch.tags.append(item)
+            self.journal.persist()
+        except (OSError, ValueError):  # fsync failed or the journal was closed under us: the next write tells
+            pass
 
 
 def _as_text(value: Any) -> str:

@@ -6,37 +6,69 @@
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from labclient import tracking
 from labclient.config import Settings, get_settings
+from labclient.errors import LabError, ServerUnreachable
+from labclient.journal import Journal, new_meta
 from labclient.recorder import Recorder
-from labclient.weights import save_safetensors, sha256_file
+from labclient.shipper import Shipper
+from labclient.transport import open_transport
+from labclient.weights import save_safetensors
 
 DESCRIPTION_TAG = "mlflow.note.content"  # MLflow renders this tag as the run's description
 
 
 class Run:
-    def __init__(self, client, target: tracking.Target, team: str, number: int, run_id: str, experiment_id: str):
-        self.client = client
+    """One run: everything it logs goes through its recorder into its journal, then to the tracking store.
+
+    A run that could not reach its server at the start (or an `--offline` one) has no number yet: its
+    name is the local one (`blue/local-1a2b3c4d`) until the sender or `labclient sync` publishes it.
+    """
+
+    def __init__(self, recorder: Recorder, target: tracking.Target, team: str, unreachable: str | None = None):
+        self.recorder = recorder
         self.target = target
         self.team = team
-        self.number = number
-        self.id = run_id
-        self.experiment_id = experiment_id
-        self.name = tracking.run_name(team, number)
-        self.recorder = Recorder(client, run_id)
+        self.local_name = recorder.journal.meta["local_name"]
+        self.unreachable = unreachable  # why the start was journalled only, when it was
+        self.pending = False  # after finish(): not everything reached the store; `labclient sync` sends it
         self._workdir = tempfile.TemporaryDirectory(prefix="labrun-")
         self._manifest: dict[str, dict[str, Any]] = {}
         self._notes: list[str] = []
 
     @property
-    def url(self) -> str:
-        return self.target.run_url(self.experiment_id, self.id)
+    def number(self) -> int | None:
+        return self.recorder.state.get("number")
+
+    @property
+    def id(self) -> str | None:
+        return self.recorder.state.get("run_id")
+
+    @property
+    def experiment_id(self) -> str | None:
+        return self.recorder.state.get("experiment_id")
+
+    @property
+    def name(self) -> str:
+        return tracking.run_name(self.team, self.number) if self.number else self.local_name
+
+    @property
+    def url(self) -> str | None:
+        return self.target.run_url(self.experiment_id, self.id) if self.id else None
+
+    @property
+    def offline(self) -> bool:
+        return self.recorder.offline
+
+    @property
+    def journal_path(self) -> Path:
+        return self.recorder.journal.root
 
     @property
     def workdir(self) -> Path:
@@ -60,10 +92,11 @@ class Run:
         self.recorder.set_tags({DESCRIPTION_TAG: "\n\n".join(self._notes)})
 
     def log_artifact(self, local_path: Path | str, artifact_path: str | None = None) -> None:
+        """Copied into the journal at once: the file may be changed or deleted as soon as this returns."""
         local_path = Path(local_path)
         key = f"{artifact_path}/{local_path.name}" if artifact_path else local_path.name
-        self._manifest[key] = {"sha256": sha256_file(local_path), "size": local_path.stat().st_size}
-        self.recorder.log_artifact(local_path, artifact_path)
+        sha256, size = self.recorder.log_artifact(local_path, artifact_path)
+        self._manifest[key] = {"sha256": sha256, "size": size}
 
     def log_json(self, data: Any, name: str, artifact_path: str | None = None) -> Path:
         path = self.workdir / (artifact_path or "") / name
@@ -87,36 +120,61 @@ class Run:
         self.set_tags({"lab.weights.sha256": entry["sha256"], "lab.weights.bytes": entry["size"], "lab.weights.format": "safetensors"})
         return path
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def draft_diary(self, note: str | None, architecture: str | None, plots: list[str]) -> None:
+        """The drafted dev-diary entry becomes the description once the store holds the run's figures."""
+        self.recorder.draft_diary(note, architecture, plots)
+
+    def finish(self, status: str = "FINISHED") -> bool:
+        """End the run; True when the store has all of it, False when it is pending in the journal."""
         try:
             if self._manifest:
-                self.log_json({"run": self.name, "files": self._manifest}, "manifest.json")
-            self.recorder.finish(status)
+                try:
+                    self.log_json({"run": self.name, "files": self._manifest}, "manifest.json")
+                except LabError as err:  # a full disk: the end still has to be recorded as well as it can
+                    self.recorder.last_error = err.one_line()
+            self.pending = not self.recorder.finish(status)
         finally:
             self._workdir.cleanup()
+        return not self.pending
 
 
 def create_run(
-    team: str, *, settings: Settings | None = None, tracking_uri: str | None = None, tags: dict[str, Any] | None = None
+    team: str | None, *, settings: Settings | None = None, tracking_uri: str | None = None, tags: dict[str, Any] | None = None,
+    offline: bool | None = None, allow_offline: bool = False,
 ) -> Run:
+    """Start a run. `offline` journals it without contacting any server; `allow_offline` keeps going
+    (journalled, numbered later) when the server cannot be reached, instead of raising ServerUnreachable."""
     settings = settings or get_settings()
     team = tracking.validate_team(team or settings.team)
     target = tracking.resolve_target(settings, tracking_uri)
-    client = tracking.open_client(target)
-    experiment_id = tracking.ensure_team_experiment(client, target, team)
-    number = tracking.allocate_run_number(target, team)
-    name = tracking.run_name(team, number)
-    all_tags = {"lab.team": team, "lab.run_number": str(number), **(tags or {})}
-    mlflow_run = client.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()}, start_time=int(time.time() * 1000))
-    return Run(client, target, team, number, mlflow_run.info.run_id, experiment_id)
+    offline = settings.offline if offline is None else offline
+    meta = new_meta(team, target.uri, target.kind, {"lab.team": team, **(tags or {})}, offline)
+    journal = Journal.create(settings.journal_dir, meta)
+    shipper, unreachable = None, None
+    try:
+        if not offline:
+            shipper = Shipper(journal, open_transport(target))
+            try:
+                shipper.bind()
+            except ServerUnreachable as err:
+                if not allow_offline:
+                    raise
+                unreachable = err.one_line()
+    except BaseException:
+        journal.discard()
+        raise
+    recorder = Recorder(journal, shipper, drain_timeout=settings.drain_timeout, keep_journal=settings.journal_keep)
+    return Run(recorder, target, team, unreachable)
 
 
 @contextmanager
 def start_run(
-    team: str | None = None, *, note: str | None = None, tracking_uri: str | None = None, tags: dict[str, Any] | None = None
+    team: str | None = None, *, note: str | None = None, tracking_uri: str | None = None, tags: dict[str, Any] | None = None,
+    offline: bool | None = None,
 ) -> Iterator[Run]:
-    """A run that ends FINISHED, FAILED on an exception, or KILLED on Ctrl-C."""
-    run = create_run(team, tracking_uri=tracking_uri, tags=tags)
+    """A run that ends FINISHED, FAILED on an exception, or KILLED on Ctrl-C. A server that cannot be
+    reached does not stop it: the run is journalled and sent when the server answers, or by `labclient sync`."""
+    run = create_run(team, tracking_uri=tracking_uri, tags=tags, offline=offline, allow_offline=True)
     if note:
         run.note(note)
     status = "FINISHED"
@@ -129,4 +187,7 @@ def start_run(
         status = "FAILED"
         raise
     finally:
-        run.finish(status)
+        if not run.finish(status):
+            logging.getLogger("labclient").warning(
+                "%s is stored locally in %s and not yet on the tracking store; `labclient sync` sends it",
+                run.name, run.journal_path)

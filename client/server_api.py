@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labclient.errors import LabError, TrackingError
+from labclient.errors import LabError, ServerUnreachable, TrackingError
 
 
 class PermissionDenied(LabError):
@@ -23,7 +23,7 @@ class ServerApi:
         try:
             response = requests.request(method, self.base + path, json=payload, auth=auth, timeout=self.timeout)
         except requests.RequestException as err:
-            raise TrackingError(
+            raise ServerUnreachable(
                 f"cannot reach the server at {self.base} ({type(err).__name__})",
                 "check the URL and that labserver is running",
             ) from None
@@ -38,6 +38,8 @@ class ServerApi:
             raise PermissionDenied(_message(response))
         if response.status_code == 404:
             raise TrackingError(f"{self.base} is not a labserver (no {path})", "check the URL")
+        if response.status_code >= 500:
+            raise ServerUnreachable(f"the server at {self.base} answered {response.status_code}", "try again later")
         if not response.ok:
             raise TrackingError(f"the server answered {response.status_code}: {_message(response)}")
         try:

@@ -72,16 +72,22 @@ def open_client(target: Target):
         prepare_database(target)
     else:
         check_server(target)
-    if target.is_server and target.token and target.team:
-        # MLflow's client reads these for HTTP basic auth: the team is the user, the token its password
-        os.environ["MLFLOW_TRACKING_USERNAME"] = target.team
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = target.token
+    use_credentials(target)
     from mlflow.tracking import MlflowClient
 
     if not os.environ.get("LAB_DEBUG"):
         # MLflow announces migrations and uploads at INFO; our own output says what matters
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # every command prints its own run link; MLflow's "View run at" on stdout would corrupt `--json` output
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     return MlflowClient(tracking_uri=target.uri)
+
+
+def use_credentials(target: Target) -> None:
+    """MLflow's client reads these for HTTP basic auth: the team is the user, the token its password."""
+    if target.is_server and target.token and target.team:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = target.team
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = target.token
 
 
 def check_server(target: Target) -> dict:

@@ -31,6 +31,7 @@ class TrainOptions:
     note: str | None = None
     dry_run: bool = False
     tracking_uri: str | None = None
+    offline: bool | None = None  # None: LAB_OFFLINE / the config file decide
 
 
 @dataclass
@@ -50,6 +51,9 @@ class TrainResult:
     run_id: str | None = None
     url: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    pending: bool = False  # not (yet) all on the tracking store: it waits in `journal` for `labclient sync`
+    offline: bool = False
+    journal: Path | None = None
 
 
 def load_trainer(name: str):
@@ -107,8 +111,9 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
         return session.run(None)
     from labclient.run import create_run
 
-    run = create_run(team, tracking_uri=options.tracking_uri, tags=_run_tags(options, dataset, device))
-    reporter.info(f"run {run.name} started")
+    run = create_run(team, tracking_uri=options.tracking_uri, tags=_run_tags(options, dataset, device), offline=options.offline,
+                     allow_offline=True)
+    _announce(run, reporter)
     try:
         result = session.run(run)
     except KeyboardInterrupt:
@@ -118,7 +123,21 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
         run.finish("FAILED")
         raise
     run.finish("FINISHED")
+    result.run_name, result.run_id, result.url = run.name, run.id, run.url
+    result.pending, result.offline, result.journal = run.pending, run.offline, run.journal_path
+    for warning in run.recorder.warnings:
+        reporter.warn(warning)
     return result
+
+
+def _announce(run, reporter) -> None:
+    if run.offline:
+        reporter.info(f"run {run.name} started offline: it is journalled in {run.journal_path}, `labclient sync` publishes it")
+    elif run.unreachable:
+        reporter.warn(f"{run.unreachable}; training goes on: the run is journalled as {run.name} and sent when the server "
+                      "answers (or later by `labclient sync`)")
+    else:
+        reporter.info(f"run {run.name} started")
 
 
 def _to_tensors(dataset: Dataset, device: str, dry_run_batch: int | None):

@@ -40,8 +40,15 @@ def cost_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
     if name == "cross_entropy":
         return F.cross_entropy
     if name == "quadratic":
+        identities: dict = {}
+
         def quadratic(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            one_hot = F.one_hot(targets, outputs.shape[1]).to(outputs.dtype)
+            # rows of a cached identity matrix: one indexing op per step, where F.one_hot plus a cast cost
+            # about 8% of a batch-10 step on the CPU (bench/RESULTS.md, trainer throughput)
+            key = (outputs.shape[1], outputs.dtype, outputs.device)
+            if key not in identities:
+                identities[key] = torch.eye(key[0], dtype=key[1], device=key[2])
+            one_hot = identities[key][targets]
             return 0.5 * (outputs - one_hot).pow(2).sum(dim=1).mean()
 
         return quadratic

@@ -50,6 +50,10 @@ class Comparison:
 
 def run_comparison(options: CompareOptions) -> Comparison:
     settings = get_settings()
+    if options.report:
+        from labclient.compare.document import check_report_path
+
+        check_report_path(options.report)  # before any work: a typo must not cost a full comparison
     ref_a, ref_b = pick_references(options.references, options.team, settings)
     a = load_side("a", ref_a, options.tracking_uri, settings)
     b = load_side("b", ref_b, options.tracking_uri, settings)

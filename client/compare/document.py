@@ -149,10 +149,15 @@ def _compute(compute: dict, heads: list[str]) -> list[Block]:
 
 
 # --- Markdown and HTML ---------------------------------------------------------------------------
-def write_report(comparison, path: Path, all_params: bool = True) -> Path:
-    suffix = path.suffix.lower()
+def check_report_path(path: Path) -> str:
+    suffix = Path(path).suffix.lower()
     if suffix not in (".md", ".html", ".htm"):
         raise ConfigError(f"--report {path} must end in .md or .html", "for example --report comparison.md")
+    return suffix
+
+
+def write_report(comparison, path: Path, all_params: bool = True) -> Path:
+    suffix = check_report_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     blocks = sections(comparison.data, all_params)
     text = to_markdown(blocks, path.parent) if suffix == ".md" else to_html(blocks, comparison.data["models"])

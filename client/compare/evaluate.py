@@ -91,7 +91,7 @@ def representations(module, spec: dict, probe: np.ndarray) -> dict[str, np.ndarr
 
 
 def cka_matrix(reps_a: dict[str, np.ndarray], reps_b: dict[str, np.ndarray]) -> list[list[float]]:
-    return [[stats.linear_cka(x, y) for y in reps_b.values()] for x in reps_a.values()]
+    return stats.cka_matrix(list(reps_a.values()), list(reps_b.values()))
 
 
 def latency_ms(module, batch: np.ndarray, repeats: int = 7, warmup: int = 5) -> float:

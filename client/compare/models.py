@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labclient.errors import IncompatibleModels, LabError
+from labclient.errors import IncompatibleModels, NotCached
 
 
 @dataclass
@@ -65,7 +65,7 @@ def pick_references(references: tuple[str, ...], team: str | None, settings) -> 
         return references[0], mine
     last = ModelCache.from_settings(settings).last_fetched()
     if last is None:
-        raise LabError("nothing has been fetched yet, so there is no model to compare with yours", "run `labclient fetch TEAM/run-N` first, or name two runs")
+        raise NotCached("nothing has been fetched yet, so there is no model to compare with yours", "run `labclient fetch TEAM/run-N` first, or name two runs")
     return last, mine
 
 

@@ -68,13 +68,20 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     large convolutional features cost n^2 memory, not features^2. Invariant to orthogonal transforms and
     isotropic scaling of either side.
     """
-    x = _centred(x)
-    y = _centred(y)
-    gram_x, gram_y = x @ x.T, y @ y.T
-    denominator = np.linalg.norm(gram_x) * np.linalg.norm(gram_y)
-    if denominator == 0:
-        return 0.0
-    return float(np.sum(gram_x * gram_y) / denominator)
+    return cka_matrix([x], [y])[0][0]
+
+
+def cka_matrix(reps_a: list[np.ndarray], reps_b: list[np.ndarray]) -> list[list[float]]:
+    """Linear CKA of every representation in reps_a with every one in reps_b; each Gram matrix once."""
+    grams_a, grams_b = [_unit_gram(x) for x in reps_a], [_unit_gram(y) for y in reps_b]
+    return [[float(np.sum(k * l)) if k is not None and l is not None else 0.0 for l in grams_b] for k in grams_a]
+
+
+def _unit_gram(features: np.ndarray) -> np.ndarray | None:
+    centred = _centred(features)
+    gram = centred @ centred.T
+    norm = np.linalg.norm(gram)
+    return gram / norm if norm else None
 
 
 def _centred(features: np.ndarray) -> np.ndarray:

@@ -209,9 +209,12 @@ def test_log_stores_a_note_and_artifacts(cli, lab, tmp_path):
     from mlflow.tracking import MlflowClient
 
     report = tmp_path / "report.html"
-    result = cli("compare", "red/run-1", "blue/run-1", "--log", "--team", "notes", "--report", str(report))
+    result = cli("compare", "red/run-1", "blue/run-1", "--log", "--team", "notes", "--report", str(report), "--all-params")
     assert result.exit_code == 0, result.output
     assert "logged as notes/run-1" in result.output
+    for heading in ("1. Hyperparameters", "2. Training", "3. Re-evaluation", "4. Generalisation", "5. Weights", "6. Representations", "7. Compute"):
+        assert heading in result.output
+    assert "dataset_fingerprint" in result.output  # --all-params shows the parameters both share
     run = run_of(lab.uri, "notes/run-1")
     assert run.data.tags["lab.kind"] == "compare" and "Comparison: red/run-1 vs blue/run-1" in run.data.tags["mlflow.note.content"]
     client = MlflowClient(lab.uri)
@@ -260,3 +263,13 @@ def test_overfitting_flag():
 
     assert _generalisation(evaluation(0.05, 0.99), evaluation(0.20, 0.90), 100)["overfitting"]
     assert not _generalisation(evaluation(0.05, 0.99), evaluation(0.055, 0.985), 100)["overfitting"]
+
+
+def test_readme_documents_the_json_keys():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("**`--json` keys**", 1)[1].split("\n## ", 1)[0]
+    evaluation_keys = {"accuracy", "cost", "per_class_accuracy", "confusion", "claimed_accuracy", "claim_flagged", "mcnemar_p", "agreement"}
+    for key in TOP_LEVEL_KEYS | evaluation_keys:
+        assert f"`{key}" in section, key

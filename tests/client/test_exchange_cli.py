@@ -32,8 +32,10 @@ def test_cache_hit_imports_neither_torch_nor_mlflow(cli, lab):
     assert "already cached" in result.stdout and "loaded []" in result.stdout
 
 
-def test_unknown_commands_and_arguments(cli, lab):
+def test_unknown_commands_and_arguments(cli, lab, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     one_line_error(cli("fetch", ""), "is not a run reference")
     assert cli("compare", "a/run-1", "b/run-1", "c/run-1").exit_code == 2
     one_line_error(cli("cache", "rm"), "nothing to remove")
     one_line_error(cli("compare", "red/run-1", "blue/run-1", "--report", "out.pdf"), "must end in .md or .html")
+    assert not list(tmp_path.iterdir())  # refused before any work

@@ -38,6 +38,10 @@ def test_every_route_has_an_authorization_decision(routes):
 def test_key_routes_get_the_intended_decision(routes):
     assert _decision(routes, "flask", "POST", "/api/2.0/lab/run-numbers") == "team-owner"
     assert _decision(routes, "flask", "GET", "/api/2.0/lab/whoami") == "authenticated"
+    # the web leaderboard and its JSON twin: any team's token reads them
+    assert _decision(routes, "flask", "GET", "/lab/leaderboard") == "authenticated"
+    assert _decision(routes, "flask", "GET", "/api/2.0/lab/leaderboard") == "authenticated"
+    assert _decision(routes, "flask", "GET", "/get-artifact") == "mlflow"  # the diary's images: basic-auth's read rule
     assert _decision(routes, "flask", "POST", "/api/2.0/mlflow/experiments/create") == "admin-only"
     assert _decision(routes, "flask", "POST", "/api/2.0/mlflow/experiments/update") == "admin-only"
     assert _decision(routes, "flask", "POST", "/api/2.0/mlflow/runs/create") == "mlflow"
