@@ -16,7 +16,7 @@ NAME = "cli"
 TITLE = "CLI start-up"
 NEEDS_SERVER = False
 
-REPS = {"smoke": 1, "quick": 5, "full": 15}
+REPS = {"smoke": 1, "quick": 3, "full": 15}
 BIN = Path(sys.executable).parent
 BASELINE = ("mlflow", "--help")
 # each command, and the labclient command it needs to exist
@@ -36,12 +36,13 @@ def run(ctx: Context) -> Section:
         commands = [command for command in commands if command[1:] != ("diary", "list")]
     exit_codes: dict[tuple[str, ...], int] = {}
     variants = {command: _timer(command, exit_codes) for command in [*commands, BASELINE]}
-    times = ctx.alternate(variants, ctx.sizes(REPS))
+    times = ctx.alternate(variants, ctx.sizes(REPS), warmup=ctx.profile == "full")
     figures = [Figure("`labclient --help` median (seconds)", stats(times[CANDIDATES[0][0]]), unit="s", target=Target("<", 0.3, "s"))]
     figures += [Figure(f"`{' '.join(command)}` / `mlflow --help`", paired_ratios(times[command], times[BASELINE])) for command in commands]
     rows = [[f"`{' '.join(command)}`", fmt_spread(stats(times[command])), exit_codes[command]] for command in [*commands, BASELINE]]
     notes = [
-        f"Wall time of each command as a subprocess, {ctx.sizes(REPS)} runs each after one warm-up run, in rotating order; "
+        f"Wall time of each command as a subprocess, {ctx.sizes(REPS)} runs each"
+        + (" after one warm-up run" if ctx.profile == "full" else "") + ", in rotating order; "
         "run with an empty lab configuration (no server, so `diary list` reads the embedded store).",
     ]
     notes += [f"`{' '.join(command)}` skipped: `labclient {command[1]}` does not exist yet in this checkout." for command in missing]

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from bench.common import Context, Figure, Section, Stats, fmt_seconds, paired_ratios, stats, table
+from bench.common import Context, Figure, Section, Stats, fmt_seconds, fmt_spread, paired_ratios, stats, table
 
 NUMBER = 3
 NAME = "logging"
@@ -28,7 +28,7 @@ class Sizes:
 
 SIZES = {
     "smoke": Sizes(points=20, batches=2, sync_batches=0),
-    "quick": Sizes(points=200, batches=10, sync_batches=0),
+    "quick": Sizes(points=100, batches=10, sync_batches=0),
     "full": Sizes(points=1000, batches=30, sync_batches=3),
 }
 
@@ -47,7 +47,7 @@ def run(ctx: Context) -> Section:
     client = MlflowClient(server.url)
     theirs = client.create_run(ours.experiment_id, run_name="mlflow-client").info.run_id
     try:
-        calls = _Calls(ours, client, theirs)
+        calls = _Calls(ours, client, theirs, server)
         single = ctx.alternate(calls.single_point_variants(), sizes.points)
         batches = ctx.alternate(calls.batch_variants(), sizes.batches)
         slow = ctx.alternate({"sync": calls.mlflow_log_metric_1000}, sizes.sync_batches, warmup=False) if sizes.sync_batches else {}
@@ -58,11 +58,15 @@ def run(ctx: Context) -> Section:
 
 
 class _Calls:
-    """Each variant logs fresh points (own key, increasing steps) and returns (returned_s, on_server_s)."""
+    """Each variant logs fresh points (own key, increasing steps) and returns (returned_s, on_server_s);
+    a batch variant also returns the server's CPU seconds for it."""
 
-    def __init__(self, ours, client, run_id: str):
-        self.ours, self.client, self.run_id = ours, client, run_id
+    def __init__(self, ours, client, run_id: str, server):
+        self.ours, self.client, self.run_id, self.server = ours, client, run_id, server
         self.steps = itertools.count()
+
+    def _server_cpu(self) -> float:
+        return self.server.cpu_seconds() or 0.0
 
     def single_point_variants(self) -> dict:
         return {"ours": self.ours_point, "mlflow sync": self.mlflow_point, "mlflow async": self.mlflow_async_point}
@@ -90,14 +94,14 @@ class _Calls:
         operation.wait()
         return returned - started, time.perf_counter() - started
 
-    def ours_batch(self) -> tuple[float, float]:
-        first = next(self.steps) * BATCH
+    def ours_batch(self) -> tuple[float, float, float]:
+        first, cpu = next(self.steps) * BATCH, self._server_cpu()
         started = time.perf_counter()
         for step in range(first, first + BATCH):
             self.ours.log_metric("ours_batch", 0.5, step)
         returned = time.perf_counter()
         self.ours.recorder.flush()
-        return returned - started, time.perf_counter() - started
+        return returned - started, time.perf_counter() - started, self._server_cpu() - cpu
 
     def _metrics(self, key: str) -> list:
         from mlflow.entities import Metric
@@ -105,26 +109,28 @@ class _Calls:
         first, now = next(self.steps) * BATCH, int(time.time() * 1000)
         return [Metric(key, 0.5, now, step) for step in range(first, first + BATCH)]
 
-    def mlflow_batch(self) -> tuple[float, float]:
+    def mlflow_batch(self) -> tuple[float, float, float]:
+        cpu = self._server_cpu()
         started = time.perf_counter()
         self.client.log_batch(self.run_id, metrics=self._metrics("sync_batch"))
         elapsed = time.perf_counter() - started
-        return elapsed, elapsed
+        return elapsed, elapsed, self._server_cpu() - cpu
 
-    def mlflow_async_batch(self) -> tuple[float, float]:
+    def mlflow_async_batch(self) -> tuple[float, float, float]:
+        cpu = self._server_cpu()
         started = time.perf_counter()
         operation = self.client.log_batch(self.run_id, metrics=self._metrics("async_batch"), synchronous=False)
         returned = time.perf_counter()
         operation.wait()
-        return returned - started, time.perf_counter() - started
+        return returned - started, time.perf_counter() - started, self._server_cpu() - cpu
 
-    def mlflow_log_metric_1000(self) -> tuple[float, float]:
-        first = next(self.steps) * BATCH
+    def mlflow_log_metric_1000(self) -> tuple[float, float, float]:
+        first, cpu = next(self.steps) * BATCH, self._server_cpu()
         started = time.perf_counter()
         for step in range(first, first + BATCH):
             self.client.log_metric(self.run_id, "sync_each", 0.5, step=step)
         elapsed = time.perf_counter() - started
-        return elapsed, elapsed
+        return elapsed, elapsed, self._server_cpu() - cpu
 
 
 LABELS = {
@@ -140,7 +146,7 @@ BATCH_LABELS = {
 }
 
 
-def _split(samples: list[tuple[float, float]]) -> tuple[Stats, Stats]:
+def _split(samples: list[tuple]) -> tuple[Stats, Stats]:
     return stats([s[0] for s in samples]), stats([s[1] for s in samples])
 
 
@@ -159,9 +165,12 @@ def _rows(results: dict, labels: dict, per_point: int) -> list[list[str]]:
 
 def _section(sizes: Sizes, single: dict, batches: dict, slow: dict) -> Section:
     headers = ["client call", "until", "median", "p99", "min", "max", "median per point", "n"]
+    server_cpu = [[BATCH_LABELS[name], fmt_spread(stats([s[2] for s in samples]))] for name, samples in {**batches, **slow}.items()]
     body = "\n\n".join([
         "**One point per call**", table(headers, _rows(single, LABELS, 1)),
         f"**A batch of {BATCH:,} points**", table(headers, _rows({**batches, **slow}, BATCH_LABELS, BATCH)),
+        f"**Server CPU per batch of {BATCH:,} points** (user + system time of the server's processes, median (min – max))",
+        table(["client call", "server CPU"], server_cpu),
     ])
 
     def ratio(results: dict, ours_index: int, baseline: str, baseline_index: int):

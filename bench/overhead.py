@@ -1,5 +1,5 @@
 """Benchmark 1: tracking overhead. The same mnist-mlp training, untracked plain loop vs `labclient train`
-with a cost point logged every step, against a real tracking server on loopback (SQLite and PostgreSQL)."""
+with a cost point logged every step, against a real labserver on loopback (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import (
-    REPO, Context, Figure, Section, Target, fmt_overhead, fmt_spread, paired_ratios, stats, table,
-)
+from bench.common import REPO, Context, Figure, Section, Target, fmt_overhead, fmt_spread, paired_ratios, stats, table
 
 NUMBER = 1
 NAME = "overhead"
@@ -21,49 +19,61 @@ NEEDS_SERVER = True
 BIN = Path(sys.executable).parent
 
 TARGETS = {128: 1.03, 10: 1.10}
+BATCH_SIZES = (10, 128)
 
 
 @dataclass(frozen=True)
 class Sizes:
     reps: int
     epochs: dict[int, int]
-    wall_reps: int  # `labclient train` processes per backend and batch size, for the wall-time comparison
+    wall_reps: int  # `labclient train` processes per store and batch size, for the wall-time comparison
     wall_batches: tuple[int, ...]
+    wall_backends: tuple[str, ...]
 
 
 SIZES = {
-    "smoke": Sizes(reps=1, epochs={10: 1, 128: 1}, wall_reps=0, wall_batches=()),
-    "quick": Sizes(reps=3, epochs={10: 1, 128: 4}, wall_reps=1, wall_batches=(128,)),
-    "full": Sizes(reps=5, epochs={10: 3, 128: 10}, wall_reps=3, wall_batches=(10, 128)),
+    "smoke": Sizes(reps=1, epochs={10: 2, 128: 2}, wall_reps=0, wall_batches=(), wall_backends=()),
+    "quick": Sizes(reps=3, epochs={10: 2, 128: 10}, wall_reps=1, wall_batches=(128,), wall_backends=("sqlite",)),
+    "full": Sizes(reps=5, epochs={10: 5, 128: 30}, wall_reps=2, wall_batches=(10, 128), wall_backends=("sqlite", "postgresql")),
 }
-BATCH_SIZES = (10, 128)
+
+
+@dataclass
+class Runs:
+    """Per repetition: each epoch's seconds, plain and tracked, and the server's CPU seconds per tracked run."""
+
+    plain: list[list[float]]
+    tracked: list[list[float]]
+    server_cpu: list[float]
+
+    def ratio(self, first_epoch: int = 0):
+        return paired_ratios([sum(t[first_epoch:]) for t in self.tracked], [sum(p[first_epoch:]) for p in self.plain])
 
 
 def run(ctx: Context) -> Section:
     sizes = ctx.sizes(SIZES)
-    training: dict[tuple[str, int], dict[str, list[float]]] = {}
+    runs: dict[tuple[str, int], Runs] = {}
     walls: dict[tuple[str, int], dict[str, list[float]]] = {}
     for backend in ctx.backends():
         server = ctx.server(backend)
         for batch in BATCH_SIZES:
-            training[backend, batch] = _training_times(ctx, server, batch, sizes)
-        for batch in sizes.wall_batches:
+            runs[backend, batch] = _training_runs(ctx, server, batch, sizes, warmup=batch == BATCH_SIZES[0])
+        for batch in sizes.wall_batches if backend in sizes.wall_backends else ():
             walls[backend, batch] = _wall_times(ctx, server, batch, sizes)
     figures = [
-        Figure(f"training time, tracked / plain, {backend}, batch {batch}", paired_ratios(t["tracked"], t["plain"]),
-               target=Target("<=", TARGETS[batch]))
-        for (backend, batch), t in training.items()
+        Figure(f"training time, tracked / plain, {backend}, batch {batch}", r.ratio(), target=Target("<=", TARGETS[batch]))
+        for (backend, batch), r in runs.items()
     ]
+    figures += [Figure(f"same, epochs after the first, {backend}, batch {batch}", r.ratio(1)) for (backend, batch), r in runs.items()]
     figures += [
-        Figure(f"wall time of the whole process, `labclient train` / plain script, {backend}, batch {batch}",
-               paired_ratios(w["tracked"], w["plain"]))
+        Figure(f"whole process, `labclient train` / plain script, {backend}, batch {batch}", paired_ratios(w["tracked"], w["plain"]))
         for (backend, batch), w in walls.items()
     ]
-    return Section(NUMBER, TITLE, body=_body(training, walls), figures=figures, notes=_notes(ctx, sizes))
+    return Section(NUMBER, TITLE, body=_body(runs, walls), figures=figures, notes=_notes(ctx, sizes))
 
 
-def _training_times(ctx: Context, server, batch: int, sizes: Sizes) -> dict[str, list[float]]:
-    """Seconds in the training epochs: the plain loop's own timer, and labclient's `training_time_s`."""
+def _training_runs(ctx: Context, server, batch: int, sizes: Sizes, warmup: bool) -> Runs:
+    """Epoch seconds: the plain loop's own timer, and what labclient logs as `epoch_time_s`."""
     import torch
 
     from bench import baselines
@@ -78,15 +88,19 @@ def _training_times(ctx: Context, server, batch: int, sizes: Sizes) -> dict[str,
         overrides={"batch_size": batch, "epochs": epochs}, tracking_uri=server.url,
     )
 
-    def tracked() -> tuple[float, float | None]:
+    def tracked() -> tuple[list[float], float | None]:
         cpu_before = server.cpu_seconds()
         with server.as_team():
-            seconds = train(options, reporter=Reporter(quiet=True)).seconds
-        return seconds, None if cpu_before is None else server.cpu_seconds() - cpu_before
+            history = train(options, reporter=Reporter(quiet=True)).history
+        return [row["epoch_time_s"] for row in history], None if cpu_before is None else server.cpu_seconds() - cpu_before
 
-    times = ctx.alternate({"plain": lambda: baselines.in_memory_loop(x, y, batch, epochs), "tracked": tracked}, sizes.reps)
-    return {"plain": times["plain"], "tracked": [t for t, _ in times["tracked"]],
-            "server_cpu": [cpu for _, cpu in times["tracked"] if cpu is not None]}
+    def plain() -> list[float]:
+        return baselines.train_in_memory(x, y, batch, epochs)[0]
+
+    if not warmup:
+        plain()  # a new batch size warms its own allocations; a tracked run's first-time costs are paid once per server
+    times = ctx.alternate({"plain": plain, "tracked": tracked}, sizes.reps, warmup=warmup)
+    return Runs(times["plain"], [t for t, _ in times["tracked"]], [cpu for _, cpu in times["tracked"] if cpu is not None])
 
 
 def _wall_times(ctx: Context, server, batch: int, sizes: Sizes) -> dict[str, list[float]]:
@@ -96,8 +110,8 @@ def _wall_times(ctx: Context, server, batch: int, sizes: Sizes) -> dict[str, lis
     plain = [sys.executable, "-m", "bench.baselines", *data]
     tracked = [str(BIN / "labclient"), "train", "--device", "cpu", *data]
     env = {**os.environ, **server.client_env()}
-    return ctx.alternate({"plain": lambda: _process_seconds(plain, env), "tracked": lambda: _process_seconds(tracked, env)},
-                     sizes.wall_reps, warmup=False)
+    variants = {"plain": lambda: _process_seconds(plain, env), "tracked": lambda: _process_seconds(tracked, env)}
+    return ctx.alternate(variants, sizes.wall_reps, warmup=False)
 
 
 def _process_seconds(command: list[str], env: dict[str, str]) -> float:
@@ -109,34 +123,39 @@ def _process_seconds(command: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def _body(training: dict, walls: dict) -> str:
+def _body(runs: dict[tuple[str, int], Runs], walls: dict) -> str:
     rows = []
-    for (backend, batch), t in training.items():
-        overhead = fmt_overhead(paired_ratios(t["tracked"], t["plain"]).median)
-        server_cpu = fmt_spread(stats(t["server_cpu"])) if t["server_cpu"] else "n/a"
-        rows.append([backend, batch, "training epochs", fmt_spread(stats(t["plain"])), fmt_spread(stats(t["tracked"])), overhead, server_cpu])
+    for (backend, batch), r in runs.items():
+        plain, tracked = stats([sum(p) for p in r.plain]), stats([sum(t) for t in r.tracked])
+        server_cpu = fmt_spread(stats(r.server_cpu)) if r.server_cpu else "n/a"
+        rows.append([backend, batch, "training epochs", fmt_spread(plain), fmt_spread(tracked), fmt_overhead(r.ratio().median),
+                     fmt_overhead(r.ratio(1).median), server_cpu])
     for (backend, batch), w in walls.items():
         overhead = fmt_overhead(paired_ratios(w["tracked"], w["plain"]).median)
-        rows.append([backend, batch, "whole process", fmt_spread(stats(w["plain"])), fmt_spread(stats(w["tracked"])), overhead, ""])
-    headers = ["server store", "batch", "timed", "plain, untracked", "`labclient train`, tracked", "overhead (median)",
-               "server CPU per tracked run"]
+        rows.append([backend, batch, "whole process", fmt_spread(stats(w["plain"])), fmt_spread(stats(w["tracked"])), overhead, "", ""])
+    headers = ["server store", "batch", "timed", "plain, untracked", "`labclient train`, tracked", "overhead",
+               "overhead after epoch 1", "server CPU per tracked run"]
     return table(headers, rows)
 
 
 def _notes(ctx: Context, sizes: Sizes) -> list[str]:
     dataset = ctx.dataset()
     steps = {batch: -(-len(dataset.train_y) // batch) for batch in BATCH_SIZES}
+    wall = (f"{sizes.wall_reps} run(s) each, batch {' and '.join(map(str, sizes.wall_batches))}, on "
+            f"{' and '.join(sizes.wall_backends)}" if sizes.wall_reps else "not run in this profile")
     return [
-        f"Data: {dataset.name}, {len(dataset.train_y):,} training images; mnist-mlp (inputs-30-10, sigmoid, quadratic cost, SGD eta 3.0) "
-        f"on the CPU; {sizes.epochs[10]} epoch(s) at batch 10 ({steps[10]:,} logged steps each), {sizes.epochs[128]} at batch 128 "
-        f"({steps[128]} each).",
+        f"Data: {dataset.name}, {len(dataset.train_y):,} training images. mnist-mlp (inputs-30-10, sigmoid, quadratic cost, "
+        f"SGD eta 3.0) on the CPU: {sizes.epochs[10]} epochs at batch 10 ({steps[10]:,} logged steps each), "
+        f"{sizes.epochs[128]} at batch 128 ({steps[128]} each).",
         "Plain: bench/baselines.py's in-memory loop, no tracking. Tracked: `labclient.training.train` (what `labclient train` "
-        "calls) logging `step_train_cost` every step plus params, tags, per-epoch metrics, weights and plots, to the server.",
-        "Training time: the seconds in the training epochs (plain: the loop's timer; tracked: its logged `training_time_s`), "
-        f"{sizes.reps} repetitions after a warm-up, in rotating order. The server runs on the same 2 cores, so its work counts.",
-        f"Whole process: `python -m bench.baselines` (import, load, train, evaluate) against a `labclient train` process "
-        f"(import, run start, train, evaluate, upload weights and plots, finish), {sizes.wall_reps} run(s) each"
-        + (f", at batch {' and '.join(map(str, sizes.wall_batches))}." if sizes.wall_reps else ": not run in this profile."),
-        "The tracked runs log in as a team with its token, as after `labclient login`. Server CPU: user + system time of "
+        "calls) logging `step_train_cost` every step, plus params, tags, per-epoch metrics, weights, plots and the diary "
+        "entry, to the server, logged in as a team with its token (as after `labclient login`).",
+        "Training time: the seconds in the training epochs (plain: the loop's timer; tracked: the `epoch_time_s` it logs), "
+        f"{sizes.reps} repetitions in rotating order, after one warm-up run of each (for the tracked run once per server: "
+        "its first-time costs are imports and the server's caches). 'After epoch 1' leaves out the first epoch, "
+        "during which the run's setup (params, tags, environment.json) is also being sent.",
+        "The server runs on the same 2 cores, so its work competes with training. Server CPU: user + system time of "
         "the server's processes during the whole tracked `train()` call (setup, epochs, evaluation, uploads, finish).",
+        f"Whole process: `python -m bench.baselines` (import, load, train, evaluate) against a `labclient train` process "
+        f"(import, run start, train, evaluate, upload weights and plots, finish): {wall}.",
     ]

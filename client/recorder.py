@@ -71,7 +71,8 @@ class Recorder:
             return self.journal.seq
         seq = self.journal.append(events)
         self._unsent += len(events)
-        if self._unsent >= WAKE_AFTER_EVENTS:
+        if self._unsent >= WAKE_AFTER_EVENTS and self.shipper is not None:
+            self._unsent = 0
             self._nudge(urgent=False)
         return seq
 
@@ -187,7 +188,6 @@ class Recorder:
             if self.shipper is None or self._fatal is not None or (time.monotonic() < next_try and not urgent):
                 continue
             try:
-                self._unsent = 0
                 self._ship()
                 delay, self.last_error = 0.0, None
             except ServerUnreachable as err:

@@ -30,11 +30,10 @@ nav a, p a { color: #0969da; }
 nav { margin: .8rem 0 1.2rem; }
 nav a, nav strong { margin-right: 1rem; }
 table { border-collapse: collapse; width: 100%; }
-th, td { padding: .45rem .6rem; border-bottom: 1px solid #d0d7de; text-align: left; vertical-align: top; }
-td { max-width: 22rem; overflow-wrap: anywhere; }
-th { background: #f6f8fa; white-space: nowrap; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td:last-child { white-space: nowrap; }
+th, td { padding: .45rem .6rem; border-bottom: 1px solid #d0d7de; text-align: left; vertical-align: top; white-space: nowrap; }
+th { background: #f6f8fa; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.text { white-space: normal; overflow-wrap: anywhere; min-width: 8rem; max-width: 22rem; }
 tbody tr:first-child td { font-weight: 600; }
 .error { color: #b42318; font-weight: 600; }
 .muted { color: #59636e; }
@@ -95,21 +94,29 @@ def _table(rows: list[dict], extra_metric: str | None) -> str:
 def _row(row: dict, extra_metric: str | None) -> str:
     team = _link(experiment_path(row["experiment_id"]), row["team"])
     run = _link(run_path(row["experiment_id"], row["run_id"]), row["run"])
+    # (html, class): "num" right-aligns figures, "text" lets free text written by a team wrap
     cells = [
-        (str(row["rank"]), True), (team, False), (run, False),
-        (_number(row["test_accuracy"], "{:.2%}"), True), (_number(row["test_cost"], "{:.4f}"), True),
+        (str(row["rank"]), "num"), (team, ""), (run, ""),
+        (_number(row["test_accuracy"], "{:.2%}"), "num"), (_number(row["test_cost"], "{:.4f}"), "num"),
     ]
     if extra_metric:
         value = row["value"]
-        cells.append((_number(value, "{:,.0f}" if abs(value) >= 1000 else "{:.4g}"), True))
+        cells.append((_number(value, "{:,.0f}" if abs(value) >= 1000 else "{:.4g}"), "num"))
     macs = row["macs_per_sample"]
     cells += [
-        (_number(row["parameters"], "{:,}"), True), (escape(human_count(macs)) if macs is not None else "–", True),
-        (_number(row["training_time_s"], "{:.1f} s"), True), (escape(row["device"] or ""), False),
-        (escape(row["trained_at"].replace("T", " ")[:16]), False),
+        (_number(row["parameters"], "{:,}"), "num"), (escape(human_count(macs)) if macs is not None else "–", "num"),
+        (seconds(row["training_time_s"]), "num"), (escape(row["device"] or ""), "text"),
+        (escape(row["trained_at"].replace("T", " ")[:16]), ""),
     ]
-    tds = "".join(f'<td class="num">{html}</td>' if numeric else f"<td>{html}</td>" for html, numeric in cells)
+    tds = "".join(f'<td class="{kind}">{html}</td>' if kind else f"<td>{html}</td>" for html, kind in cells)
     return f'<tr data-team="{escape(row["team"])}" data-run-id="{escape(row["run_id"])}">{tds}</tr>'
+
+
+def seconds(value: float | None) -> str:
+    """Three significant figures: a tiny model trains in hundredths of a second, which "0.0 s" would hide."""
+    if value is None:
+        return "–"
+    return f"{value:,.1f} s" if value >= 100 else f"{value:.3g} s"
 
 
 def _link(path: str, text: str) -> str:

@@ -136,8 +136,10 @@ def _edit_description(page, change) -> tuple[str, object]:
 
 
 def _image_loaded(locator) -> bool:
+    """Waits until the browser has finished with the image (loaded or broken); True when it shows pixels."""
     locator.scroll_into_view_if_needed()
-    return locator.evaluate("img => img.complete && img.naturalWidth > 0")
+    locator.page.wait_for_function("img => img.complete", arg=locator.element_handle(), timeout=WAIT_MS)
+    return locator.evaluate("img => img.naturalWidth > 0")
 
 
 def _screenshot(page, shots: Path, name: str) -> Path:
@@ -192,7 +194,12 @@ def test_an_edit_in_the_browser_is_what_the_cli_prints(lab_server, trained, page
     _open_run_page(page, lab_server, run)
     edited, answer = _edit_description(page, lambda text: text.replace("## What we learned", f"## What we learned\n\n{marker}"))
     assert answer.status == 200, answer.text()
-    expect(page.get_by_test_id("note-editor-preview-content").get_by_text(marker)).to_be_visible()
+    toggle = page.get_by_test_id("show-comment-toggle")
+    expect(toggle).to_have_text("Show more")  # saved: the editor closed, the entry is folded again
+    toggle.click()
+    shown = page.get_by_test_id("note-editor-preview-content").get_by_text(marker)
+    expect(shown).to_be_visible()
+    shown.scroll_into_view_if_needed()
     _screenshot(page, shots, "03-edited-in-the-browser.png")
 
     as_team(lab_server, "red")
@@ -254,6 +261,7 @@ def test_the_leaderboard_page_lists_each_teams_best_run(lab_server, trained, pag
     from playwright.sync_api import expect
 
     from labclient.compute import human_count
+    from labserver import leaderboard_page
 
     markup = 'cpu <b id="injected">bold</b><script>window.injected = 1</script>'
     blue = trained["blue"]["info"]["run_id"]
@@ -273,7 +281,7 @@ def test_the_leaderboard_page_lists_each_teams_best_run(lab_server, trained, pag
         assert (int(rank), team, name) == (want["rank"], want["team"], want["run"])
         assert accuracy == f"{want['test_accuracy']:.2%}" and cost == f"{want['test_cost']:.4f}"
         assert parameters == f"{want['parameters']:,}" and macs == human_count(want["macs_per_sample"])
-        assert time_s == f"{want['training_time_s']:.1f} s"
+        assert time_s == leaderboard_page.seconds(want["training_time_s"]) and time_s.endswith(" s")
         assert device == want["device"] and when == want["trained_at"].replace("T", " ")[:16]
     blue_row = next(row for row in shown if row["run_id"] == blue)
     assert blue_row["cells"][8] == markup  # shown as text, never run

@@ -68,6 +68,11 @@ def test_other_metrics_get_their_own_column_and_empty_boards_say_what_to_do():
     assert 'id="leaderboard"' not in empty and "labclient train --team TEAM" in empty
 
 
+def test_training_times_keep_three_figures():
+    assert [leaderboard_page.seconds(v) for v in (0.01904, 0.3486, 12.34, 1234.5, None)] == [
+        "0.019 s", "0.349 s", "12.3 s", "1,234.5 s", "–"]
+
+
 def test_the_page_allows_no_script():
     assert "default-src 'none'" in leaderboard_page.CONTENT_SECURITY_POLICY
     assert "script-src" not in leaderboard_page.CONTENT_SECURITY_POLICY
