@@ -16,7 +16,7 @@ NAME = "cli"
 TITLE = "CLI start-up"
 NEEDS_SERVER = False
 
-REPS = {"smoke": 1, "quick": 3, "full": 15}
+REPS = {"smoke": 1, "quick": 3, "full": 10}
 BIN = Path(sys.executable).parent
 BASELINE = ("mlflow", "--help")
 # each command, and the labclient command it needs to exist

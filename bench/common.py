@@ -1,7 +1,7 @@
 """What every benchmark shares: the run context, alternating repetitions, statistics, and the report's Markdown.
 
-A benchmark module defines NUMBER, NAME, TITLE and `run(ctx) -> Section`; the runner (bench/__main__.py)
-assembles the sections into bench/RESULTS.md.
+A benchmark module defines NUMBER, NAME, TITLE, NEEDS_SERVER and `run(ctx) -> Section`; the runner
+(bench/__main__.py) runs those listed in bench/registry.py and assembles bench/RESULTS.md from their sections.
 """
 
 from __future__ import annotations
@@ -10,14 +10,12 @@ import math
 import operator
 import os
 import statistics
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILES = ("smoke", "quick", "full")
 T = TypeVar("T")
 
 
@@ -75,12 +73,6 @@ def alternate(variants: dict[str, Callable[[], T]], reps: int, warmup: bool = Tr
         for name in names[shift:] + names[:shift]:
             results[name].append(variants[name]())
     return results
-
-
-def timed(call: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -219,7 +211,11 @@ class Context:
 
 def find_data_dir(explicit: Path | None = None) -> Path:
     """mnist-10k, found the way tests/conftest.py finds it: LAB_TEST_DATASETS, then ../shared/datasets."""
-    candidates = [explicit] if explicit else []
+    if explicit is not None:
+        if not explicit.is_dir():
+            raise SystemExit(f"error: --data-dir {explicit} is not a folder; point it at the mnist-10k folder")
+        return explicit
+    candidates = []
     override = os.environ.get("LAB_TEST_DATASETS")
     candidates += [Path(override) / "mnist-10k"] if override else []
     candidates += [REPO.parent / "shared" / "datasets" / "mnist-10k", REPO / "shared" / "datasets" / "mnist-10k"]

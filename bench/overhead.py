@@ -155,7 +155,8 @@ def _notes(ctx: Context, sizes: Sizes) -> list[str]:
         "its first-time costs are imports and the server's caches). 'After epoch 1' leaves out the first epoch, "
         "during which the run's setup (params, tags, environment.json) is also being sent.",
         "The server runs on the same 2 cores, so its work competes with training. Server CPU: user + system time of "
-        "the server's processes during the whole tracked `train()` call (setup, epochs, evaluation, uploads, finish).",
+        "the server's processes (on PostgreSQL with the database's backend processes) during the whole tracked "
+        "`train()` call (setup, epochs, evaluation, uploads, finish).",
         f"Whole process: `python -m bench.baselines` (import, load, train, evaluate) against a `labclient train` process "
         f"(import, run start, train, evaluate, upload weights and plots, finish): {wall}.",
     ]

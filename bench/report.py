@@ -102,7 +102,7 @@ def render(header: str, machine_rows: list[tuple[str, str]], blocks: list[str]) 
         "",
         "## Targets",
         "",
-        "\n".join(["| # | comparison | median | target | met |", "| --- | --- | --- | --- | --- |", *summary]) if summary else "No targets measured yet.",
+        table(["#", "comparison", "median", "target", "met"], []) + "\n" + "\n".join(summary) if summary else "No targets measured yet.",
         "",
         *[part for text in blocks for part in (text, "")],
     ]

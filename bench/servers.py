@@ -50,6 +50,11 @@ class TrackingServer:
     team: str = TEAM
 
     @property
+    def database(self) -> str | None:
+        """The PostgreSQL database name, whose backend processes also work for this server."""
+        return self.backend_uri.rsplit("/", 1)[1] if self.backend == "postgresql" else None
+
+    @property
     def log_path(self) -> Path:
         return self.home / "server.log"
 
@@ -57,16 +62,24 @@ class TrackingServer:
         return {**os.environ, "LAB_SERVER_HOME": str(self.home), "LAB_SERVER_BACKEND_STORE_URI": self.backend_uri}
 
     def cpu_seconds(self) -> float | None:
-        """CPU time used so far by the server's processes (its whole process group); None without /proc."""
+        """CPU time used so far by the server's processes (its process group) and, on PostgreSQL, by the
+        database's backend processes (titled `postgres: USER DATABASE ...`); None without /proc."""
         total, found = 0, False
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
+                ours = int(fields[2]) == self.process.pid or self._is_database_backend(stat.parent)
             except OSError:
                 continue
-            if int(fields[2]) == self.process.pid:  # fields from the 3rd on: state, ppid, pgrp, ...
-                total, found = total + int(fields[11]) + int(fields[12]), True  # utime + stime
+            if ours:  # fields from the 3rd on: state, ppid, pgrp, ...; utime and stime are the 14th and 15th
+                total, found = total + int(fields[11]) + int(fields[12]), True
         return total / os.sysconf("SC_CLK_TCK") if found else None
+
+    def _is_database_backend(self, proc: Path) -> bool:
+        if self.database is None:
+            return False
+        title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return title.startswith("postgres: ") and f" {self.database} " in title
 
     def admin(self, *args: str) -> str:
         """`labserver ARGS` against this server's database; returns its output."""

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -316,7 +315,6 @@ def _json_file(entry: CacheEntry, artifact_path: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-@contextmanager
 # --- push ----------------------------------------------------------------------------------------
 @dataclass
 class PushResult:

@@ -19,6 +19,7 @@ from labclient.errors import LabError, ServerUnreachable, TrackingError
 
 SEND_INTERVAL_S = 0.2  # fsync and send this often: the most a crash of the machine can lose
 WAKE_AFTER_EVENTS = 1000  # or as soon as this many events wait (one full log_batch)
+SHIP_BYTES_PER_ROUND = 1 << 17  # about 1,200 events: then fsync again, however long the backlog
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 5.0
 
@@ -45,12 +46,12 @@ class Recorder:
         self._append([{"type": "param", "key": str(key), "value": _as_text(value)} for key, value in params.items()])
 
     def log_metric(self, key: str, value: float, step: int = 0, timestamp_ms: int | None = None) -> None:
-        timestamp = timestamp_ms or int(time.time() * 1000)
-        self._append([{"type": "metric", "key": key, "value": float(value), "timestamp": timestamp, "step": int(step)}])
+        timestamp = int(timestamp_ms or time.time() * 1000)
+        self._append([{"type": "metric", "key": str(key), "value": float(value), "timestamp": timestamp, "step": int(step)}])
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
-        self._append([{"type": "metric", "key": key, "value": float(value), "timestamp": now, "step": int(step)}
+        self._append([{"type": "metric", "key": str(key), "value": float(value), "timestamp": now, "step": int(step)}
                       for key, value in metrics.items()])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
@@ -88,6 +89,11 @@ class Recorder:
     @property
     def warnings(self) -> list[str]:
         return self.shipper.warnings if self.shipper else []
+
+    @property
+    def problem(self) -> str | None:
+        """Why sending stopped (a token refused) or is being retried (no answer), if it did or is."""
+        return self._fatal.one_line() if self._fatal is not None else self.last_error
 
     @property
     def state(self) -> dict[str, Any]:
@@ -204,7 +210,9 @@ class Recorder:
     def _ship(self) -> None:
         if not self.shipper.bound:
             self.shipper.bind()
-        self.shipper.ship_pending()
+        if self.shipper.ship_pending(SHIP_BYTES_PER_ROUND):
+            with self._cond:
+                self._wake = True  # more may wait: go round again at once, after the next fsync
 
     def _persist(self) -> None:
         try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from labclient.errors import ServerUnreachable
+from labclient.journal import READ_CHUNK
 from labclient.transport import LOCAL_ID_TAG, LOCAL_NAME_TAG, Refused
 
 MAX_ENTITIES_PER_BATCH = 1000  # MLflow's limits for one log_batch
@@ -86,12 +87,14 @@ class Shipper:
         self.state = state
 
     # --- the events ---------------------------------------------------------------------------------
-    def ship_pending(self) -> int:
-        """Send every journalled event after the acknowledged one; returns how many were sent."""
+    def ship_pending(self, max_bytes: int | None = None) -> int:
+        """Send the journalled events after the acknowledged one (all of them, or about `max_bytes` of
+        them); returns how many were sent."""
         with self._lock:
             sent = 0
             while True:
-                items = [item for item in self.journal.read(self._offset) if item[0]["seq"] > self.acked_seq]
+                chunk = self.journal.read(self._offset, max_bytes or READ_CHUNK)
+                items = [item for item in chunk if item[0]["seq"] > self.acked_seq]
                 if not items:
                     return sent
                 for group in _groups(items):
@@ -101,6 +104,8 @@ class Shipper:
                     self.acked_seq, self._offset = last["seq"], offset
                     sent += len(group)
                     self.stats.events_sent += len(group)
+                if max_bytes:
+                    return sent
 
     def _send(self, group: list) -> None:
         kind = group[0][0]["type"]

@@ -127,6 +127,8 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
     result.pending, result.offline, result.journal = run.pending, run.offline, run.journal_path
     for warning in run.recorder.warnings:
         reporter.warn(warning)
+    if run.pending and run.recorder.problem:
+        reporter.warn(f"not sent yet: {run.recorder.problem}")
     return result
 
 

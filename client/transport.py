@@ -108,7 +108,7 @@ class StoreTransport:
 
 # --- a labserver, over HTTP ----------------------------------------------------------------------------
 class HttpTransport:
-    def __init__(self, target, timeout: float = REQUEST_TIMEOUT_S):
+    def __init__(self, target, timeout: float | None = None):
         import requests
 
         if not (target.team and target.token):
@@ -116,7 +116,7 @@ class HttpTransport:
                                 "run `labclient login --server URL --team NAME` or set LAB_TEAM and LAB_TOKEN")
         self.target = target
         self.base = target.uri.rstrip("/")
-        self.timeout = timeout
+        self.timeout = timeout or REQUEST_TIMEOUT_S
         self.session = requests.Session()
         self.session.auth = (target.team, target.token)
         from labclient import tracking

@@ -115,8 +115,10 @@ def test_any_values_in_the_config_file(cli, isolated_lab, data):
         assert "config" in result.output or "LAB_" in result.output
 
 
-@pytest.mark.parametrize("line, setting", [(b'drain_timeout = "soon"', "LAB_DRAIN_TIMEOUT"), (b'data_dir = "a\\u0000b"', "LAB_DATA_DIR"),
-                                           (b"team = 7", "LAB_TEAM"), (b"offline = [1]", "LAB_OFFLINE")])
+@pytest.mark.parametrize("line, setting", [
+    (b'drain_timeout = "soon"', "LAB_DRAIN_TIMEOUT"), (b'data_dir = "a\\u0000b"', "LAB_DATA_DIR"), (b"team = 7", "LAB_TEAM"),
+    (b"offline = [1]", "LAB_OFFLINE"),
+])
 def test_a_config_error_names_the_setting_and_the_remedy(cli, isolated_lab, line, setting):
     result = _status_with_config(cli, isolated_lab, line + b"\n")
     assert result.exit_code == 2

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
@@ -68,6 +71,19 @@ def test_every_call_is_on_disk_when_it_returns(isolated_lab, tmp_path):
     meta = json.loads((run.journal_path / "meta.json").read_text())
     assert meta["team"] == "blue" and meta["offline"] is True and meta["local_name"] == run.name
     assert run.finish() is False and run.pending  # offline: it stays, for sync
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=20), st.floats(), st.integers(-2**62, 2**62), st.integers(0, 2**62))
+def test_metric_lines_are_exact_json(key, value, step, timestamp):
+    """The hot path formats metric lines by hand; they must read back as the very same point."""
+    event = {"type": "metric", "key": key, "value": value, "timestamp": timestamp, "step": step}
+    read = json.loads(journal_module._encode(7, event))
+    assert read.pop("seq") == 7
+    if math.isnan(value):
+        assert math.isnan(read.pop("value")) and read == {k: v for k, v in event.items() if k != "value"}
+    else:
+        assert read == event and type(read["value"]) is float
 
 
 def test_a_torn_last_line_is_ignored_and_cut_before_appending(isolated_lab):
@@ -142,6 +158,20 @@ def test_resending_everything_duplicates_nothing(isolated_lab, embedded_uri):
     assert _history(embedded_uri, run.id, "cost") == _journalled(events, "cost")
     assert len(_history(embedded_uri, run.id, "cost")) == 50
     assert MlflowClient(embedded_uri).get_run(run.id).data.params == {"eta": "0.5"}
+
+
+@pytest.mark.usefixtures("migrated_store")
+def test_an_entry_the_store_refuses_is_skipped_and_said_the_rest_arrives(embedded_uri):
+    run = create_run("blue")
+    run.log_params({"eta": 3.0})
+    run.log_params({"eta": 0.5, "epochs": 2})  # MLflow never lets a param change its value
+    run.log_metric("cost", 0.25, 1)
+    assert run.finish() is True
+    [warning] = run.recorder.warnings
+    assert warning.startswith("not sent: param 'eta'") and "Changing param values is not allowed" in warning
+    logged = MlflowClient(embedded_uri).get_run(run.id)
+    assert logged.data.params == {"eta": "3.0", "epochs": "2"} and logged.data.metrics == {"cost": 0.25}
+    assert logged.info.status == "FINISHED"
 
 
 @pytest.mark.usefixtures("migrated_store")
