@@ -102,22 +102,12 @@ def s3(tmp_path_factory):
     stop_group(server.process)
 
 
-def _running_server(home, db_uri, artifacts, env=None):
-    from servers import LabServer
-
-    server = LabServer(home=home, db_uri=db_uri, artifacts=artifacts, env=env or {})
-    server.start()
-    for team in ("red", "blue"):
-        server.add_team(team)
-    server.tokens["admin"] = server.env.get("LAB_SERVER_ADMIN_TOKEN", "")
-    return server
-
-
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory):
     """labserver on a SQLite store and a local artifact folder, with teams red and blue."""
-    home = tmp_path_factory.mktemp("labserver")
-    server = _running_server(home, f"sqlite:///{home / 'mlflow.db'}", str(home / "artifacts"), {"LAB_SERVER_ADMIN_TOKEN": "lab_admin_test_token_0123"})
+    from servers import sqlite_lab_server
+
+    server = sqlite_lab_server(tmp_path_factory.mktemp("labserver"))
     yield server
     server.stop()
 

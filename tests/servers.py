@@ -114,6 +114,20 @@ class LabServer:
         return team, self.tokens[team]
 
 
+ADMIN_TOKEN = "lab_admin_test_token_0123"
+
+
+def sqlite_lab_server(home: Path, teams: tuple[str, ...] = ("red", "blue")) -> LabServer:
+    """A started labserver on SQLite and local artifacts in `home`, with the given teams."""
+    server = LabServer(home=home, db_uri=f"sqlite:///{home / 'mlflow.db'}", artifacts=str(home / "artifacts"),
+                       env={"LAB_SERVER_ADMIN_TOKEN": ADMIN_TOKEN})
+    server.start()
+    for team in teams:
+        server.add_team(team)
+    server.tokens["admin"] = ADMIN_TOKEN
+    return server
+
+
 def run_labserver(server: LabServer, *args: str, check: bool = True) -> str:
     """`labserver ...` against the server's database, in-process with click's CliRunner (the CLI is the
     same code; a process per call would cost seconds of imports). Returns its output."""

@@ -24,6 +24,16 @@ LAYOUT = "workflowType=machine_learning"
 
 # --- fixtures -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
+def lab_server(tmp_path_factory):
+    """A server of their own: these tests rank and edit runs, so other tests' runs must stay out."""
+    from servers import sqlite_lab_server
+
+    server = sqlite_lab_server(tmp_path_factory.mktemp("browser-server"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
         pytest.fail(f"Chromium is missing at {CHROMIUM}: install Debian's package (`apt-get install chromium`, or run "
