@@ -98,7 +98,8 @@ def _run_one(benchmark, ctx: Context) -> tuple[Section, bool]:
     print(f"[bench] {benchmark.NAME}: {seconds:.0f} s", file=sys.stderr, flush=True)
     for figure in section.figures:
         print(f"    {' | '.join(figure.row())}", file=sys.stderr)
-    section.notes.append(f"This benchmark took {seconds:.0f} s.")
+    if section.figures:
+        section.notes.append(f"This benchmark took {seconds:.0f} s.")
     return section, ok
 
 
@@ -118,13 +119,13 @@ def _write(args, benchmarks, sections: dict, elapsed: float, load: tuple[float, 
             blocks.append(old[benchmark.NAME])
         else:
             blocks.append(report.block(benchmark.NAME, "not run yet", f"## {benchmark.NUMBER}. {benchmark.TITLE}\n\nNot run yet."))
-    ran = ", ".join(str(sections[name][0].number) for name in sections)
+    ran = ", ".join(str(number) for number in sorted(section.number for section, _ in sections.values()))
     header = (f"Last written {now} by `python -m bench{flag}{' ' + ' '.join(args.names) if args.names else ''}` "
               f"(sections {ran}; {elapsed:.0f} s; load average {load[0]:.2f} before, {load[1]:.2f} after). "
               "Sections not run then keep their earlier results and say when they were measured.")
     machine = report.machine() + [("tracking server", describe_server())]
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report.render(header, machine, blocks), encoding="utf-8")
+    args.output.write_text(report.render(header, machine, blocks, report.findings()), encoding="utf-8")
 
 
 if __name__ == "__main__":

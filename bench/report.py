@@ -85,7 +85,13 @@ def target_rows(blocks: list[str]) -> list[str]:
     return rows
 
 
-def render(header: str, machine_rows: list[tuple[str, str]], blocks: list[str]) -> str:
+def findings() -> str:
+    """bench/FINDINGS.md: the hand-written, dated analysis of missed targets, carried into every report."""
+    path = REPO / "bench" / "FINDINGS.md"
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+
+
+def render(header: str, machine_rows: list[tuple[str, str]], blocks: list[str], analysis: str = "") -> str:
     summary = target_rows(blocks)
     parts = [
         "# Benchmark results",
@@ -104,6 +110,7 @@ def render(header: str, machine_rows: list[tuple[str, str]], blocks: list[str]) 
         "",
         table(["#", "comparison", "median", "target", "met"], []) + "\n" + "\n".join(summary) if summary else "No targets measured yet.",
         "",
+        *([analysis, ""] if analysis else []),
         *[part for text in blocks for part in (text, "")],
     ]
     return "\n".join(parts).rstrip() + "\n"

@@ -44,7 +44,7 @@ def cost_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
 
         def quadratic(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             # rows of a cached identity matrix: one indexing op per step, where F.one_hot plus a cast cost
-            # about 8% of a batch-10 step on the CPU (bench/RESULTS.md, trainer throughput)
+            # 10-12% of an epoch's CPU time at batch 10 (bench/FINDINGS.md)
             key = (outputs.shape[1], outputs.dtype, outputs.device)
             if key not in identities:
                 identities[key] = torch.eye(key[0], dtype=key[1], device=key[2])
