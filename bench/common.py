@@ -141,7 +141,7 @@ def fmt_value(value: float, unit: str) -> str:
         return f"{value:.3f}×" if value < 10 else f"{value:,.0f}×"
     if unit == "s":
         return fmt_seconds(value)
-    if unit == "samples/s":
+    if unit in ("samples/s", "points/s"):
         return f"{value:,.0f}"
     return f"{value:.3g} {unit}"
 

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -25,11 +25,11 @@ HEALTH_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 10
 
 
-def server_command(backend_uri: str, artifacts_dir: Path, port: int) -> list[str]:
+def server_command(backend_uri: str, artifacts_dir: Path | str, port: int, workers: int = 1) -> list[str]:
     """The lean class setup labserver defaults to: 1 uvicorn worker, MLflow's job runner off."""
     return [
         str(BIN / "labserver"), "serve", "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     ]
 
 
@@ -48,6 +48,8 @@ class TrackingServer:
     process: subprocess.Popen | None = None
     token: str = ""
     team: str = TEAM
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. an S3 endpoint and its keys
+    tokens: dict[str, str] = field(default_factory=dict)  # further teams (add_teams): name -> token
 
     @property
     def database(self) -> str | None:
@@ -59,7 +61,7 @@ class TrackingServer:
         return self.home / "server.log"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "LAB_SERVER_HOME": str(self.home), "LAB_SERVER_BACKEND_STORE_URI": self.backend_uri}
+        return {**os.environ, **self.extra_env, "LAB_SERVER_HOME": str(self.home), "LAB_SERVER_BACKEND_STORE_URI": self.backend_uri}
 
     def cpu_seconds(self) -> float | None:
         """CPU time used so far by the server's processes (its process group) and, on PostgreSQL, by the
@@ -91,6 +93,15 @@ class TrackingServer:
     def add_team(self) -> None:
         self.token = self.admin("team", "add", self.team).split("token: ", 1)[1].split()[0]
 
+    def add_teams(self, names: list[str]) -> None:
+        """Many teams in one admin process: `labserver team add` once per team would start MLflow each time."""
+        script = ("import sys\nfrom labserver.cli import _admin\nadmin = _admin(None)\n"
+                  "for name in sys.argv[1:]:\n    print(name, admin.add(name)[1])\n")
+        result = subprocess.run([sys.executable, "-c", script, *names], env=self.env(), capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"adding {len(names)} teams failed: {(result.stdout + result.stderr).strip()[-800:]}")
+        self.tokens.update(line.split() for line in result.stdout.splitlines() if line.count(" ") == 1)
+
     def client_env(self) -> dict[str, str]:
         """What `labclient login` would store, as environment variables."""
         return {"LAB_TRACKING_URI": self.url, "LAB_TEAM": self.team, "LAB_TOKEN": self.token}
@@ -115,18 +126,22 @@ class TrackingServer:
 
 
 @contextmanager
-def start_server(backend: str, home: Path, postgres_admin: str | None) -> Iterator[TrackingServer]:
+def start_server(backend: str, home: Path, postgres_admin: str | None, *, artifacts: str | None = None, workers: int = 1,
+                 extra_env: dict[str, str] | None = None, teams: tuple[str, ...] = ()) -> Iterator[TrackingServer]:
+    """`artifacts`: the artifact destination (default home/artifacts); `teams`: more teams, added before it starts."""
     home.mkdir(parents=True, exist_ok=True)
     with _backend_uri(backend, home, postgres_admin) as backend_uri:
-        server = TrackingServer(backend, "", backend_uri, home)
+        server = TrackingServer(backend, "", backend_uri, home, extra_env=dict(extra_env or {}))
         if backend != "sqlite":  # `team add` creates a new SQLite store itself; other stores need the migrations first
             server.admin("db", "upgrade")
         server.add_team()
+        if teams:
+            server.add_teams(list(teams))
         port = free_port()
         server.url = f"http://127.0.0.1:{port}"
         with open(server.log_path, "wb") as log:
             # its own session, so stopping it reaches the uvicorn worker it spawns
-            server.process = subprocess.Popen(server_command(backend_uri, home / "artifacts", port), stdout=log,
+            server.process = subprocess.Popen(server_command(backend_uri, artifacts or home / "artifacts", port, workers), stdout=log,
                                               stderr=subprocess.STDOUT, cwd=home, env=server.env(), start_new_session=True)
         try:
             wait_for_health(server)
