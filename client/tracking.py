@@ -7,7 +7,6 @@ atomically, from the lab's table in the database or from the server's allocator.
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +67,10 @@ def resolve_target(settings: Settings, tracking_uri: str | None = None) -> Targe
 
 def open_client(target: Target):
     """An MlflowClient for the target; a local database is created and migrated on first use."""
+    if not os.environ.get("LAB_DEBUG"):
+        # MLflow announces migrations and uploads at INFO; our own output says what matters. Set before
+        # mlflow is first imported, which configures its loggers from this variable.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     if not target.is_server:
         prepare_database(target)
     else:
@@ -75,9 +78,6 @@ def open_client(target: Target):
     use_credentials(target)
     from mlflow.tracking import MlflowClient
 
-    if not os.environ.get("LAB_DEBUG"):
-        # MLflow announces migrations and uploads at INFO; our own output says what matters
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
     # every command prints its own run link; MLflow's "View run at" on stdout would corrupt `--json` output
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     return MlflowClient(tracking_uri=target.uri)
