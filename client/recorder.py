@@ -2,9 +2,11 @@
 
 A call writes its events to the run's journal on local disk (labclient/journal.py) and returns; it
 never waits for the network. A background sender fsyncs the journal every SEND_INTERVAL_S and ships
-it to the tracking store in batches (labclient/shipper.py). When the store is unreachable it retries
-with capped exponential backoff while training goes on; whatever it has not delivered when the run
-ends stays in the journal for `labclient sync`.
+it to the tracking store in batches (labclient/shipper.py): every SHIP_INTERVAL_S, as soon as
+WAKE_AFTER_EVENTS wait, and at once while someone waits for it (flush, finish). Durability needs the
+short cadence; shipping does not, and each round of it takes the GIL from the training loop. When the
+store is unreachable it retries with capped exponential backoff while training goes on; whatever it
+has not delivered when the run ends stays in the journal for `labclient sync`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 from labclient.errors import LabError, ServerUnreachable, TrackingError
 
-SEND_INTERVAL_S = 0.2  # fsync and send this often: the most a crash of the machine can lose
+SEND_INTERVAL_S = 0.2  # fsync this often: the most a crash of the machine can lose
+SHIP_INTERVAL_S = 2.0  # send at least this often while nobody waits for the store
 WAKE_AFTER_EVENTS = 1000  # or as soon as this many events wait (one full log_batch)
 SHIP_BYTES_PER_ROUND = 1 << 17  # about 1,200 events: then fsync again, however long the backlog
 RETRY_FIRST_S = 0.25
@@ -37,6 +40,7 @@ class Recorder:
         self._cond = threading.Condition()
         self._wake = self._urgent = self._stop = False
         self._unsent = 0
+        self._waiters = 0  # threads in flush/finish: while any waits, every round ships
         self._closed = False
         self._sender = threading.Thread(target=self._send_loop, name=f"lab-sender-{journal.local_id[-8:]}", daemon=True)
         self._sender.start()
@@ -48,6 +52,12 @@ class Recorder:
     def log_metric(self, key: str, value: float, step: int = 0, timestamp_ms: int | None = None) -> None:
         timestamp = int(timestamp_ms or time.time() * 1000)
         self._append([{"type": "metric", "key": str(key), "value": float(value), "timestamp": timestamp, "step": int(step)}])
+
+    def log_metric_steps(self, key: str, values: list[float], first_step: int = 0, every: int = 1) -> None:
+        """values[i] at step first_step + i * every, journalled with one write (a trainer's buffered step costs)."""
+        now, key = int(time.time() * 1000), str(key)
+        self._append([{"type": "metric", "key": key, "value": float(value), "timestamp": now, "step": first_step + index * every}
+                      for index, value in enumerate(values)])
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
@@ -111,13 +121,19 @@ class Recorder:
 
     def _wait_acked(self, seq: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        self._nudge(urgent=True)
         with self._cond:
-            while self.acked_seq < seq and self._fatal is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, SEND_INTERVAL_S))
+            self._waiters += 1
+        self._nudge(urgent=True)
+        try:
+            with self._cond:
+                while self.acked_seq < seq and self._fatal is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(min(left, SEND_INTERVAL_S))
+        finally:
+            with self._cond:
+                self._waiters -= 1
         if self._fatal is not None:
             raise self._fatal
         return True
@@ -181,20 +197,23 @@ class Recorder:
         self._sender.join(timeout=5)  # a request in flight ends by its own timeout; the thread is a daemon
 
     def _send_loop(self) -> None:
-        delay, next_try = 0.0, 0.0
+        delay, next_try, last_ship, backlog = 0.0, 0.0, time.monotonic(), False
         while True:
             with self._cond:
-                if not (self._wake or self._stop):
+                if not (self._wake or self._stop or backlog):
                     self._cond.wait(SEND_INTERVAL_S)
-                urgent, stopping = self._urgent, self._stop
+                wake, urgent, stopping, waited_for = self._wake, self._urgent, self._stop, self._waiters > 0
                 self._wake = self._urgent = False
             self._persist()
             if stopping:
                 return
-            if self.shipper is None or self._fatal is not None or (time.monotonic() < next_try and not urgent):
+            now = time.monotonic()
+            due = urgent or waited_for or backlog or wake or now - last_ship >= SHIP_INTERVAL_S
+            if self.shipper is None or self._fatal is not None or not due or (now < next_try and not urgent):
                 continue
+            last_ship, backlog = now, False  # after a failure, wait for the retry time, never spin
             try:
-                self._ship()
+                backlog = self._ship()
                 delay, self.last_error = 0.0, None
             except ServerUnreachable as err:
                 delay = min(max(delay * 2, RETRY_FIRST_S), RETRY_MAX_S)
@@ -207,12 +226,11 @@ class Recorder:
             with self._cond:
                 self._cond.notify_all()
 
-    def _ship(self) -> None:
+    def _ship(self) -> bool:
+        """One round of sending; True when more may wait (the next round, after its fsync, goes on at once)."""
         if not self.shipper.bound:
             self.shipper.bind()
-        if self.shipper.ship_pending(SHIP_BYTES_PER_ROUND):
-            with self._cond:
-                self._wake = True  # more may wait: go round again at once, after the next fsync
+        return bool(self.shipper.ship_pending(SHIP_BYTES_PER_ROUND))
 
     def _persist(self) -> None:
         try:

@@ -83,6 +83,10 @@ class Run:
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         self.recorder.log_metric(key, value, step)
 
+    def log_metric_steps(self, key: str, values: list[float], first_step: int = 0, every: int = 1) -> None:
+        """Many steps of one metric at once: values[i] at step first_step + i * every."""
+        self.recorder.log_metric_steps(key, values, first_step, every)
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.recorder.set_tags(tags)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,12 +270,14 @@ class _StepLog:
 
         values = torch.stack(self.pending).float().cpu().tolist()
         self.pending.clear()
-        for value in values:
-            step = self.first_step + len(self.values)
-            self.values.append(value)
-            _check_finite(value, step)
-            if self.run is not None and step % self.log_every == 0:
-                self.run.log_metric("step_train_cost", value, step)
+        first = self.first_step + len(self.values)
+        bad = next((index for index, value in enumerate(values) if not math.isfinite(value)), len(values))
+        self.values.extend(values[: bad + 1])
+        if self.run is not None:  # one journal write for the group, not one per step
+            skip = -first % self.log_every
+            self.run.log_metric_steps("step_train_cost", values[skip:bad:self.log_every], first + skip, self.log_every)
+        if bad < len(values):
+            _check_finite(values[bad], first + bad)
         self.reporter.steps(len(values), values[-1])
 
 

@@ -73,6 +73,44 @@ def test_every_call_is_on_disk_when_it_returns(isolated_lab, tmp_path):
     assert run.finish() is False and run.pending  # offline: it stays, for sync
 
 
+def test_many_steps_of_a_metric_go_to_disk_in_one_write(isolated_lab, monkeypatch):
+    run = create_run("blue", offline=True)
+    writes, real = [], journal_module._write_fd
+    monkeypatch.setattr(journal_module, "_write_fd", lambda fd, data: (writes.append(data), real(fd, data)))
+    run.log_metric_steps("cost", [0.5, 0.25, 0.125], first_step=6, every=3)
+    assert len(writes) == 1
+    events = _events(run.journal_path)
+    assert [(e["key"], e["step"], e["value"]) for e in events] == [("cost", 6, 0.5), ("cost", 9, 0.25), ("cost", 12, 0.125)]
+    run.finish()
+
+
+def test_step_costs_are_logged_every_nth_step_in_one_call_up_to_a_nan():
+    import torch
+
+    from labclient.errors import TrainingDiverged
+    from labclient.training import _StepLog
+
+    class Recording:
+        calls: list = []
+
+        def log_metric_steps(self, *args):
+            self.calls.append(args)
+
+        def steps(self, count, last):
+            pass
+
+    run = Recording()
+    steps = _StepLog(run, 3, 4, run)  # steps 4, 5, ...; every third is logged: 6, 9
+    for value in [1.0, 2.0, 3.0, 4.0, 5.0]:
+        steps.add(torch.tensor(value))
+    steps.flush()
+    for value in [6.0, float("nan"), 8.0]:
+        steps.add(torch.tensor(value))
+    with pytest.raises(TrainingDiverged, match="step 10"):
+        steps.flush()
+    assert run.calls == [("step_train_cost", [3.0], 6, 3), ("step_train_cost", [6.0], 9, 3)]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=20), st.floats(), st.integers(-2**62, 2**62), st.integers(0, 2**62))
 def test_metric_lines_are_exact_json(key, value, step, timestamp):
@@ -218,7 +256,7 @@ def _disk_full_after(writes: int):
 
 @pytest.mark.usefixtures("migrated_store")
 def test_disk_full_while_journalling_is_one_line_and_the_journal_stays_readable(cli, isolated_lab, embedded_uri):
-    with _disk_full_after(60):
+    with _disk_full_after(6):  # setup takes 5 writes, the step costs one per 50 steps: fails mid-epoch
         result = cli(*TRAIN)
     assert result.exit_code == 1
     assert "error: no space left on the device while writing the run journal" in result.output
