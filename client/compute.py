@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 # a backward pass costs about twice the forward pass, so one training step is about 3x forward FLOPs
 TRAINING_FLOPS_PER_FORWARD = 3
@@ -19,9 +19,6 @@ class ComputeFigures:
 
     def training_flops(self, samples_seen: int) -> int:
         return TRAINING_FLOPS_PER_FORWARD * self.flops_per_sample * samples_seen
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def measure(model, input_shape: tuple[int, ...]) -> ComputeFigures:

@@ -60,7 +60,6 @@ class Settings(BaseSettings):
     token: SecretStr | None = None
     data_dir: Path | None = None
     mnist_mirrors: tuple[str, ...] = DEFAULT_MNIST_MIRRORS
-    debug: bool = False
     offline: bool = False  # journal runs locally and contact no server; `labclient sync` publishes them
     drain_timeout: float = Field(30.0, ge=0)  # seconds `train` waits at the end for the journal to reach the server
     journal_keep: bool = False  # keep the events of synced runs under <home>/journal/synced/ (auditing, tests)
@@ -88,10 +87,6 @@ class Settings(BaseSettings):
     @property
     def journal_dir(self) -> Path:
         return self.home / "journal"
-
-    @property
-    def is_embedded(self) -> bool:
-        return not self.tracking_uri or self.tracking_uri == self.embedded_tracking_uri
 
 
 @functools.lru_cache(maxsize=1)

@@ -41,7 +41,6 @@ class Recorder:
         self._wake = self._urgent = self._stop = False
         self._unsent = 0
         self._waiters = 0  # threads in flush/finish: while any waits, every round ships
-        self._closed = False
         self._sender = threading.Thread(target=self._send_loop, name=f"lab-sender-{journal.local_id[-8:]}", daemon=True)
         self._sender.start()
 

@@ -19,7 +19,6 @@ import numpy as np
 
 from labclient.errors import UnsafePickle, WeightsFormatError
 
-ALLOW_LIST_TEXT = "numpy arrays, dtypes and scalars, lists, dicts, tuples, sets, numbers, strings and bytes"
 MAX_ARRAY_BYTES_OVER_FILE = 1 << 20  # an array rebuilt by _reconstruct may not exceed the file by more than this
 MAX_NODES = 1_000_000
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
