@@ -64,8 +64,9 @@ def _quiet_libraries() -> None:
     if not os.environ.get("LAB_DEBUG"):
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*is deprecated.*")  # MLflow's own imports (starlette.wsgi)
-        for name in ("mlflow", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        # MLflow configures its loggers from this variable when first imported, after this runs
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @main.command()
@@ -186,6 +187,9 @@ def _admin(backend_store_uri):
 @backend_option
 def team_add(name, backend_store_uri):
     """Create a team: its experiment, its login, and a token printed once."""
+    from labserver.teams import check_team_name
+
+    check_team_name(name)  # before the database is touched: a bad name changes nothing
     created, token = _admin(backend_store_uri).add(name)
     click.echo(f"team {created.name} (experiment {created.experiment_id})")
     click.echo(f"token: {token}")

@@ -28,6 +28,12 @@ def new_token() -> str:
     return "lab_" + secrets.token_urlsafe(24)
 
 
+def check_team_name(name: str) -> None:
+    if not names.is_valid_team(name):
+        reserved = " (reserved)" if name in names.RESERVED else ""
+        raise InvalidTeamName(f"invalid team name {name!r}{reserved}", f"use {names.TEAM_RULE}")
+
+
 class TeamAdmin:
     def __init__(self, db_uri: str):
         from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore as AuthStore
@@ -38,9 +44,7 @@ class TeamAdmin:
         self.auth.init_db(db_uri)
 
     def add(self, name: str) -> tuple[Team, str]:
-        if not names.is_valid_team(name):
-            reserved = " (reserved)" if name in names.RESERVED else ""
-            raise InvalidTeamName(f"invalid team name {name!r}{reserved}", f"use {names.TEAM_RULE}")
+        check_team_name(name)
         if self.auth.has_user(name, use_primary=True):
             raise TeamExists(f"team {name!r} already exists", f"use `labserver team rotate-token {name}` for a new token")
         experiment_id = self._experiment_for(name)
