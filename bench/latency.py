@@ -200,7 +200,7 @@ def _section(sizes: Sizes, single: dict, batches: dict, slow: dict) -> Section:
         "ratios are medians of per-repetition ratios (below 1× = ours faster).",
         "p99 is the nearest-rank 99th percentile; with fewer than 100 samples it is the maximum.",
         "Ours: `Run.log_metric` returns once the point is in the run's recorder (client/recorder.py: today its journal "
-        "on local disk); a sender thread ships it in batches. 'On the server' for ours is the time until "
+        "on local disk); the run's sender process ships it in batches. 'On the server' for ours is the time until "
         "`run.recorder.flush()` returns, i.e. the server has acknowledged everything logged before it. "
         "MLflow async: until `RunOperations.wait()` returns.",
     ]

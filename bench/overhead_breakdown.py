@@ -2,7 +2,7 @@
 
 A diagnostic, not one of the benchmarks in RESULTS.md: the tracked training of benchmark 1 (labserver on
 SQLite), with one part of the client's logging switched off at a time, against the plain loop. It patches
-client internals (labclient.recorder, labclient.transport), so it names the parts it found when written;
+client internals (labclient.recorder), so it names the parts it found when written;
 if they move, it says which one is missing. Ratios cover the epochs after the first, so the run's setup
 (params, tags, environment.json) is left out.
 """
@@ -10,20 +10,19 @@ if they move, it says which one is missing. Ratios cover the epochs after the fi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
-import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from unittest import mock
 
 VARIANTS = {
     "tracked": "as `labclient train` runs it",
+    "journal only": "offline: journalled and fsync'd, no sender process, nothing sent",
+    "sender at nice 0": "the sender process at the training loop's priority (it lowers its own by 10; needs root)",
     "server at nice 19": "the server's processes at the lowest CPU priority",
-    "sent every 5 s": "the recorder's sender wakes (fsyncs and sends) every 5 s instead of every SEND_INTERVAL_S",
-    "requests every 5 s": "the sender still wakes and fsyncs every SEND_INTERVAL_S, but sends at most every 5 s",
-    "step points not sent": "per-step points journalled but dropped instead of sent",
     "no step points": "no per-step point logged at all (params, tags, epoch metrics still sent)",
 }
 
@@ -67,7 +66,7 @@ def _measure(server, data_dir: Path, args) -> dict[str, list[float]]:
     def tracked(name: str):
         def run() -> float:
             with server.as_team(), _switched_off(name, server):
-                history = train(options, reporter=Reporter(quiet=True)).history
+                history = train(dataclasses.replace(options, offline=name == "journal only"), reporter=Reporter(quiet=True)).history
             return sum(row["epoch_time_s"] for row in history[1:])
         return run
 
@@ -78,39 +77,23 @@ def _measure(server, data_dir: Path, args) -> dict[str, list[float]]:
 
 @contextmanager
 def _switched_off(name: str, server):
-    from labclient import recorder, transport
+    from labclient import recorder
 
     with ExitStack() as stack:
         if name == "server at nice 19":
             stack.enter_context(_niced(server))
-        elif name == "sent every 5 s":
-            stack.enter_context(mock.patch.object(recorder, "SEND_INTERVAL_S", 5.0))
-        elif name == "requests every 5 s":
-            ship, last = recorder.Recorder._ship, [0.0]
-
-            def rarely(self):
-                if time.monotonic() - last[0] >= 5.0 or self._stop or self._urgent:
-                    last[0] = time.monotonic()
-                    ship(self)
-
-            stack.enter_context(mock.patch.object(recorder.Recorder, "_ship", rarely))
-        elif name == "step points not sent":
-            send = transport.HttpTransport.log_batch
-
-            def metrics_dropped(self, run_id, metrics, params, tags):
-                kept = [metric for metric in metrics if metric[0] != "step_train_cost"]  # (key, value, timestamp, step)
-                if kept or params or tags:
-                    send(self, run_id, kept, params, tags)
-
-            stack.enter_context(mock.patch.object(transport.HttpTransport, "log_batch", metrics_dropped))
+        elif name == "sender at nice 0":
+            undo_its_nice = ("import os, runpy; os.nice(-10); "
+                             "runpy.run_module('labclient.ship_worker', run_name='__main__', alter_sys=True)")
+            stack.enter_context(mock.patch.object(recorder, "SENDER_COMMAND", [sys.executable, "-c", undo_its_nice]))
         elif name == "no step points":
-            log_metric = recorder.Recorder.log_metric
+            log_metric_steps = recorder.Recorder.log_metric_steps
 
-            def without_steps(self, key, value, step=0, timestamp_ms=None):
+            def without_steps(self, key, values, first_step=0, every=1):
                 if key != "step_train_cost":
-                    log_metric(self, key, value, step, timestamp_ms)
+                    log_metric_steps(self, key, values, first_step, every)
 
-            stack.enter_context(mock.patch.object(recorder.Recorder, "log_metric", without_steps))
+            stack.enter_context(mock.patch.object(recorder.Recorder, "log_metric_steps", without_steps))
         yield
 
 

@@ -201,8 +201,9 @@ def _notes(sizes: Sizes, outcomes: list[Outcome]) -> list[str]:
     return [
         f"Each simulated team is a real team (`labserver team add`, its own token) with its own run, made by "
         f"`labclient.run.create_run`; it logs {sizes.batch} points of one metric through the run's recorder (journal, "
-        f"background sender, HTTP `log-batch`) and then waits for the server's acknowledgement (`recorder.flush`), in a "
-        f"closed loop for {sizes.seconds:g} s. Teams are threads spread over up to 3 worker processes.",
+        f"sender process, HTTP `log-batch`) and then waits for the server's acknowledgement (`recorder.flush`), in a "
+        f"closed loop for {sizes.seconds:g} s. Teams are threads spread over up to 3 worker processes, and each run "
+        "has its own sender process, as every run does.",
         "Points/s: points on the server divided by the load time. Batch round trip: log + flush; HTTP request: each "
         "request of the sender (`recorder.stats()['request_seconds']`). Errors: failed flushes, failed or refused "
         "requests, and runs not drained at finish.",

@@ -140,7 +140,7 @@ def _notes(ctx: Context, reps: int, epochs: int, batch: int) -> list[str]:
         f"threaded proxy (its own process) on loopback that delays every response by {DELAY_S * 1000:.0f} ms. {reps} repetitions in "
         "rotating order after a warm-up of each.",
         f"Bound (stated here, issue 6 fault test 4): training through the slow server takes at most {BOUND:.2f}× the "
-        "training time against the server directly; logging goes to the journal and a background sender, so a slow "
+        "training time against the server directly; logging goes to the journal and a sender process, so a slow "
         "server may delay the final drain (shown in the table) but not the training steps.",
         "Points lost: `step_train_cost` points expected (epochs × steps) minus those in the run's metric history on the "
         "server after `train()` returned (its final drain done).",

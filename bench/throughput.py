@@ -69,6 +69,11 @@ def _measure(ctx: Context, dataset, batch: int, sizes: Sizes) -> dict[str, list[
 
 def our_trainer(dataset, batch_size: int, epochs: int) -> float:
     """samples/s of exactly the epochs `labclient train` runs (its _Session), with nothing logged."""
+    return untracked_training(dataset, batch_size, epochs).samples_per_s
+
+
+def untracked_training(dataset, batch_size: int, epochs: int):
+    """`labclient train`'s own training (its _Session) with no run: nothing journalled, nothing sent."""
     import torch
 
     from labclient import compute, training
@@ -83,7 +88,7 @@ def our_trainer(dataset, batch_size: int, epochs: int) -> float:
     figures = compute.measure(model, dataset.input_shape)
     tensors = training._to_tensors(dataset, "cpu", None)
     session = training._Session(options, trainer, config, dataset, model, figures, "cpu", tensors, Reporter(quiet=True))
-    return session.run(None).samples_per_s
+    return session.run(None)
 
 
 def _body(rates: dict[int, dict[str, list[float]]]) -> str:

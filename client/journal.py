@@ -10,9 +10,10 @@
                       process dies, even by SIGKILL, which is how `labclient sync` tells a crash
 
 Each call appends its lines with one write() to the page cache, so a crash of the process loses
-nothing that a log call returned; fsync (against a crash of the machine) runs in batches on the
-recorder's sender thread. A torn last line is ignored on read. A failed write is cut off again
-(ftruncate), so a full disk never leaves a half line in the middle of the journal.
+nothing that a log call returned; fsync (against a crash of the machine) runs in batches on a
+thread of the recorder, and before each round of the sender process. A torn last line is ignored on
+read. A failed write is cut off again (ftruncate), so a full disk never leaves a half line in the
+middle of the journal.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ class Journal:
         return {"type": "artifact", "file": file, "artifact_path": artifact_path, "sha256": digest.hexdigest(), "size": size}
 
     def persist(self) -> None:
-        """fsync what was written since the last call (the sender calls this every fraction of a second)."""
+        """fsync what was written since the last call (the recorder calls this every fraction of a second)."""
         with self._mutex:  # fsync itself runs outside the lock, so log calls never wait for the disk
             fd = self._fd if self._dirty else None
             self._dirty = False

@@ -1,48 +1,59 @@
 """The recorder: the one object every log call goes through (CLI, Python API and trainers alike).
 
 A call writes its events to the run's journal on local disk (labclient/journal.py) and returns; it
-never waits for the network. A background sender fsyncs the journal every SEND_INTERVAL_S and ships
-it to the tracking store in batches (labclient/shipper.py): every SHIP_INTERVAL_S, as soon as
-WAKE_AFTER_EVENTS wait, and at once while someone waits for it (flush, finish). Durability needs the
-short cadence; shipping does not, and each round of it takes the GIL from the training loop. When the
-store is unreachable it retries with capped exponential backoff while training goes on; whatever it
+never waits for the network. A thread fsyncs the journal every PERSIST_INTERVAL_S (the most a crash of
+the machine can lose). A sender process (labclient/ship_worker.py) reads the journal and ships it to
+the tracking store in batches, retrying with capped exponential backoff while the store is away; it
+is a process, not a thread, so its encoding and HTTP never take the training loop's GIL. Whatever it
 has not delivered when the run ends stays in the journal for `labclient sync`.
 """
 
 from __future__ import annotations
 
-import random
+import collections
+import dataclasses
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from labclient.errors import LabError, ServerUnreachable, TrackingError
+from labclient import errors
+from labclient.errors import LabError, TrackingError
 
-SEND_INTERVAL_S = 0.2  # fsync this often: the most a crash of the machine can lose
-SHIP_INTERVAL_S = 2.0  # send at least this often while nobody waits for the store
-WAKE_AFTER_EVENTS = 1000  # or as soon as this many events wait (one full log_batch)
-SHIP_BYTES_PER_ROUND = 1 << 17  # about 1,200 events: then fsync again, however long the backlog
-RETRY_FIRST_S = 0.25
-RETRY_MAX_S = 5.0
+PERSIST_INTERVAL_S = 0.2
+SENDER_COMMAND = [sys.executable, "-m", "labclient.ship_worker"]
+SENDER_EXIT_S = 5.0  # after the drain: a request still in flight ends by its own timeout, or is cut
 
 
 class Recorder:
-    """Journals params, metrics, tags and artifacts of one run and sends them off the caller's thread."""
+    """Journals params, metrics, tags and artifacts of one run; its sender process ships them."""
 
-    def __init__(self, journal, shipper=None, *, drain_timeout: float = 30.0, keep_journal: bool = False):
+    def __init__(self, journal, target=None, *, drain_timeout: float = 30.0, keep_journal: bool = False,
+                 sender: "SenderProcess | None" = None):
         self.journal = journal
-        self.shipper = shipper  # None: an offline run, sent by `labclient sync` only
         self.drain_timeout = drain_timeout
         self.keep_journal = keep_journal
+        self.state: dict[str, Any] = journal.state()  # the run on the store: experiment id, number, run id
+        self.acked_seq = journal.acked()[0]
+        self.warnings: list[str] = []
         self.last_error: str | None = None  # the latest reason a send failed, while retrying
         self._fatal: LabError | None = None
+        self._counts = {"requests": 0, "failures": 0, "refused": 0}
+        self._request_seconds: list[float] = []
         self._cond = threading.Condition()
-        self._wake = self._urgent = self._stop = False
-        self._unsent = 0
-        self._waiters = 0  # threads in flush/finish: while any waits, every round ships
-        self._sender = threading.Thread(target=self._send_loop, name=f"lab-sender-{journal.local_id[-8:]}", daemon=True)
-        self._sender.start()
+        self._stopped = threading.Event()
+        self._persister = threading.Thread(target=self._persist_loop, name=f"lab-fsync-{journal.local_id[-8:]}", daemon=True)
+        self._persister.start()
+        self._sender = None  # an offline run: sent by `labclient sync` only
+        if target is not None:
+            sender = sender or SenderProcess.get(target)
+            self._sender = sender.attach(journal, self._on_message, self._on_sender_exit)
+        elif sender is not None:
+            sender.release()
 
     # --- the logging API -------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
@@ -77,36 +88,22 @@ class Recorder:
         self._append([{"type": "draft", "note": note, "architecture": architecture, "plots": plots}])
 
     def _append(self, events: list[dict]) -> int:
-        if not events:
-            return self.journal.seq
-        seq = self.journal.append(events)
-        self._unsent += len(events)
-        if self._unsent >= WAKE_AFTER_EVENTS and self.shipper is not None:
-            self._unsent = 0
-            self._nudge(urgent=False)
-        return seq
+        return self.journal.append(events) if events else self.journal.seq
 
     # --- waiting for the store ----------------------------------------------------------------------
     @property
     def offline(self) -> bool:
-        return self.shipper is None
+        return self._sender is None
 
     @property
-    def acked_seq(self) -> int:
-        return self.shipper.acked_seq if self.shipper else 0
-
-    @property
-    def warnings(self) -> list[str]:
-        return self.shipper.warnings if self.shipper else []
+    def sender_pid(self) -> int | None:
+        """The process that ships this run (None offline)."""
+        return self._sender.process.pid if self._sender else None
 
     @property
     def problem(self) -> str | None:
         """Why sending stopped (a token refused) or is being retried (no answer), if it did or is."""
         return self._fatal.one_line() if self._fatal is not None else self.last_error
-
-    @property
-    def state(self) -> dict[str, Any]:
-        return self.shipper.state if self.shipper else {}
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until the store acknowledged everything logged so far (at most `timeout`, default the drain timeout)."""
@@ -120,20 +117,14 @@ class Recorder:
 
     def _wait_acked(self, seq: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
+        self._sender.command("ship")
         with self._cond:
-            self._waiters += 1
-        self._nudge(urgent=True)
-        try:
-            with self._cond:
-                while self.acked_seq < seq and self._fatal is None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    self._cond.wait(min(left, SEND_INTERVAL_S))
-        finally:
-            with self._cond:
-                self._waiters -= 1
-        if self._fatal is not None:
+            while self.acked_seq < seq and self._fatal is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, PERSIST_INTERVAL_S))
+        if self.acked_seq < seq:
             raise self._fatal
         return True
 
@@ -154,7 +145,7 @@ class Recorder:
         except LabError as err:  # no room for the end event: the run stays pending, sync marks it ended
             self.last_error = err.one_line()
         finally:
-            self._stop_sender()
+            self._shut_down(SENDER_EXIT_S)
             if drained:
                 self.journal.retire(keep=self.keep_journal)
             else:
@@ -162,80 +153,187 @@ class Recorder:
         return drained
 
     def abandon(self) -> None:
-        """Stop without an end event (tests of crashes; a process that must exit now)."""
-        self._stop_sender()
+        """Stop at once without an end event, as a crash would (tests of crashes; a process that must exit now)."""
+        self._shut_down(0)
         self.journal.close()
 
     def stats(self) -> dict[str, Any]:
         """Counters for benchmarks and status: events logged and acknowledged, requests, failures, latencies."""
-        shipped = self.shipper.stats if self.shipper else None
-        return {
-            "logged": self.journal.seq,
-            "acked": self.acked_seq,
-            "pending": self.journal.seq - self.acked_seq,
-            "bound": bool(self.state.get("run_id")),
-            "requests": shipped.requests if shipped else 0,
-            "failures": shipped.failures if shipped else 0,
-            "refused": shipped.refused if shipped else 0,
-            "request_seconds": list(shipped.request_seconds) if shipped else [],
-            "ack_lag_seconds": list(shipped.ack_lag_seconds) if shipped else [],
-            "last_error": self.last_error,
-        }
-
-    # --- the sender thread ---------------------------------------------------------------------
-    def _nudge(self, urgent: bool) -> None:
         with self._cond:
-            self._wake = True
-            self._urgent = self._urgent or urgent
-            self._cond.notify_all()
+            return {
+                "logged": self.journal.seq,
+                "acked": self.acked_seq,
+                "pending": self.journal.seq - self.acked_seq,
+                "bound": bool(self.state.get("run_id")),
+                **self._counts,
+                "request_seconds": list(self._request_seconds),
+                "last_error": self.last_error,
+            }
 
-    def _stop_sender(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._sender.join(timeout=5)  # a request in flight ends by its own timeout; the thread is a daemon
-
-    def _send_loop(self) -> None:
-        delay, next_try, last_ship, backlog = 0.0, 0.0, time.monotonic(), False
-        while True:
-            with self._cond:
-                if not (self._wake or self._stop or backlog):
-                    self._cond.wait(SEND_INTERVAL_S)
-                wake, urgent, stopping, waited_for = self._wake, self._urgent, self._stop, self._waiters > 0
-                self._wake = self._urgent = False
-            self._persist()
-            if stopping:
-                return
-            now = time.monotonic()
-            due = urgent or waited_for or backlog or wake or now - last_ship >= SHIP_INTERVAL_S
-            if self.shipper is None or self._fatal is not None or not due or (now < next_try and not urgent):
-                continue
-            last_ship, backlog = now, False  # after a failure, wait for the retry time, never spin
+    # --- the fsync thread and the sender's reports --------------------------------------------------
+    def _persist_loop(self) -> None:
+        while not self._stopped.wait(PERSIST_INTERVAL_S):
             try:
-                backlog = self._ship()
-                delay, self.last_error = 0.0, None
-            except ServerUnreachable as err:
-                delay = min(max(delay * 2, RETRY_FIRST_S), RETRY_MAX_S)
-                next_try = time.monotonic() + delay * random.uniform(0.8, 1.2)
-                self.last_error = err.one_line()
-            except LabError as err:
-                self._fatal = err
-            except Exception as err:  # a bug of ours must not be silent: the next flush raises it
-                self._fatal = TrackingError(f"sending failed: {type(err).__name__}: {err}")
-            with self._cond:
-                self._cond.notify_all()
+                self.journal.persist()
+            except (OSError, ValueError):  # fsync failed or the journal was closed under us: the next write tells
+                pass
 
-    def _ship(self) -> bool:
-        """One round of sending; True when more may wait (the next round, after its fsync, goes on at once)."""
-        if not self.shipper.bound:
-            self.shipper.bind()
-        return bool(self.shipper.ship_pending(SHIP_BYTES_PER_ROUND))
+    def _shut_down(self, grace: float) -> None:
+        self._stopped.set()
+        self._persister.join(timeout=5)
+        if self._sender is not None and grace > 0:
+            self._sender.release(grace)
+        elif self._sender is not None:
+            self._sender.stop()  # as if this process had died
 
-    def _persist(self) -> None:
+    def _on_message(self, message: dict[str, Any]) -> None:
+        with self._cond:
+            self.acked_seq = max(self.acked_seq, int(message.get("acked", 0)))
+            self.state = message.get("state", self.state)
+            self.warnings.extend(message.get("warnings", []))
+            self.last_error = message.get("error", self.last_error)
+            self._counts.update({key: message[key] for key in self._counts if key in message})
+            self._request_seconds.extend(message.get("request_seconds", []))
+            if message.get("fatal"):
+                self._fatal = _rebuild(message["fatal"])
+            self._cond.notify_all()
+
+    def _on_sender_exit(self, why: str) -> None:
+        with self._cond:
+            if self._fatal is None:
+                self._fatal = TrackingError(why, "nothing is lost: it stays in the journal, and `labclient sync` sends it")
+            self._cond.notify_all()
+
+
+class SenderProcess:
+    """The training process's end of labclient/ship_worker.py: starts it, sends it commands, reads its reports.
+
+    Made for a target, which it connects to at once; `attach` hands it a run's journal and `release` takes
+    it back when the run ends. Released senders wait, connected, for the next run of this process to the
+    same target (`get`), so a notebook or a test making many runs pays the start-up (for a local store,
+    MLflow's imports and schema check: about 2 s) once; `labclient train` starts one before loading the
+    data, so that it overlaps work the run does anyway.
+    """
+
+    _idle: dict[tuple, list["SenderProcess"]] = {}
+    _idle_lock = threading.Lock()
+
+    def __init__(self, target):
+        self.key = _pool_key(target)
+        self._pooled = self._stopping = False
+        self._callbacks: tuple[Callable, Callable] | None = None
+        self._lock = threading.Lock()
+        self._detached = threading.Event()
+        self._errors: collections.deque[str] = collections.deque(maxlen=20)
+        debug = bool(os.environ.get("LAB_DEBUG"))
+        self.process = subprocess.Popen(
+            SENDER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None if debug else subprocess.PIPE,
+            text=True, encoding="utf-8", errors="replace", bufsize=1, close_fds=True,
+            start_new_session=True)  # Ctrl-C in a terminal is for the training process, which then stops this one
+        if not debug:
+            threading.Thread(target=self._errors.extend, args=(self.process.stderr,), name="lab-sender-stderr", daemon=True).start()
+        threading.Thread(target=self._read, name="lab-sender-reports", daemon=True).start()
+        self.command(json.dumps({"target": {**dataclasses.asdict(target), "artifact_root": str(target.artifact_root)}}))
+
+    @classmethod
+    def get(cls, target) -> "SenderProcess":
+        """An idle sender already connected to this target, or a new one."""
+        with cls._idle_lock:
+            idle = cls._idle.get(_pool_key(target), [])
+            while idle:
+                sender = idle.pop()
+                sender._pooled = False
+                if sender.process.poll() is None:
+                    return sender
+        return cls(target)
+
+    @classmethod
+    def stop_idle(cls) -> None:
+        """End every idle sender of this process (they end by themselves when it exits)."""
+        with cls._idle_lock:
+            idle = [sender for senders in cls._idle.values() for sender in senders]
+            cls._idle.clear()
+        for sender in idle:
+            sender.stop(grace=1.0)
+
+    def attach(self, journal, on_message: Callable[[dict], None], on_exit: Callable[[str], None]) -> "SenderProcess":
+        with self._lock:
+            self._callbacks = (on_message, on_exit)
+            self._detached.clear()
+        self.command(json.dumps({"journal": str(journal.root)}))
+        return self
+
+    def release(self, grace: float = SENDER_EXIT_S) -> None:
+        """Detach it from its run (after the request in flight) and keep it for the next; cut it off if that
+        takes longer than `grace` seconds."""
+        if self._callbacks is not None:
+            self.command("done")
+            if not self._detached.wait(grace):
+                self.stop()
+                return
+            with self._lock:
+                self._callbacks = None
+        with self._idle_lock:
+            if self.process.poll() is None and not (self._stopping or self._pooled):
+                self._idle.setdefault(self.key, []).append(self)
+                self._pooled = True
+
+    def stop(self, grace: float = 0) -> None:
+        """Close its stdin, which ends it; kill it if it has not ended after `grace` seconds."""
+        self._stopping = True
         try:
-            self.journal.persist()
-        except (OSError, ValueError):  # fsync failed or the journal was closed under us: the next write tells
+            self.process.stdin.close()
+        except OSError:
             pass
+        try:
+            if grace <= 0:
+                raise subprocess.TimeoutExpired(self.process.args, 0)
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def command(self, line: str) -> None:
+        try:
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):  # it exited: the reader tells the recorder why
+            pass
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if message.get("detached"):
+                self._detached.set()
+                continue
+            with self._lock:
+                callbacks = self._callbacks
+            if callbacks:
+                callbacks[0](message)
+        code = self.process.wait()
+        self._detached.set()
+        with self._lock:
+            callbacks = self._callbacks
+        if callbacks and not self._stopping:
+            last = next((line.strip() for line in reversed(self._errors) if line.strip()), "no message")
+            callbacks[1](f"the sender process stopped (exit code {code}): {last[:300]}")
+
+
+def _pool_key(target) -> tuple:
+    return (tuple(SENDER_COMMAND), target.uri, target.kind, str(target.artifact_root), target.team, target.token)
+
+
+def _rebuild(fatal: dict[str, Any]) -> LabError:
+    """The sender's fatal error as the same type in this process, so callers can catch it as usual."""
+    kind = getattr(errors, str(fatal.get("type")), None)
+    kind = kind if isinstance(kind, type) and issubclass(kind, LabError) else TrackingError
+    try:
+        return kind(fatal.get("message", ""), fatal.get("remedy"))
+    except TypeError:
+        return TrackingError(fatal.get("message", ""), fatal.get("remedy"))
 
 
 def _as_text(value: Any) -> str:

@@ -16,7 +16,7 @@ from labclient import tracking
 from labclient.config import Settings, get_settings
 from labclient.errors import LabError, ServerUnreachable
 from labclient.journal import Journal, new_meta
-from labclient.recorder import Recorder
+from labclient.recorder import Recorder, SenderProcess
 from labclient.shipper import Shipper
 from labclient.transport import open_transport
 from labclient.weights import save_safetensors
@@ -144,30 +144,33 @@ class Run:
 
 def create_run(
     team: str | None, *, settings: Settings | None = None, tracking_uri: str | None = None, tags: dict[str, Any] | None = None,
-    offline: bool | None = None, allow_offline: bool = False,
+    offline: bool | None = None, allow_offline: bool = False, sender: SenderProcess | None = None,
 ) -> Run:
     """Start a run. `offline` journals it without contacting any server; `allow_offline` keeps going
-    (journalled, numbered later) when the server cannot be reached, instead of raising ServerUnreachable."""
+    (journalled, numbered later) when the server cannot be reached, instead of raising ServerUnreachable.
+    `sender`: a sender process already started for this target (`labclient train` starts it early)."""
     settings = settings or get_settings()
     team = tracking.validate_team(team or settings.team)
     target = tracking.resolve_target(settings, tracking_uri)
     offline = settings.offline if offline is None else offline
     meta = new_meta(team, target.uri, target.kind, {"lab.team": team, **(tags or {})}, offline)
     journal = Journal.create(settings.journal_dir, meta)
-    shipper, unreachable = None, None
+    unreachable = None
     try:
-        if not offline:
-            shipper = Shipper(journal, open_transport(target))
+        if not offline:  # bound here, so the run has its number before training starts
             try:
-                shipper.bind()
+                Shipper(journal, open_transport(target)).bind()
             except ServerUnreachable as err:
                 if not allow_offline:
                     raise
                 unreachable = err.one_line()
+        recorder = Recorder(journal, None if offline else target, drain_timeout=settings.drain_timeout,
+                            keep_journal=settings.journal_keep, sender=sender)
     except BaseException:
         journal.discard()
+        if sender is not None:
+            sender.release()
         raise
-    recorder = Recorder(journal, shipper, drain_timeout=settings.drain_timeout, keep_journal=settings.journal_keep)
     return Run(recorder, target, team, unreachable)
 
 

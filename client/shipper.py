@@ -1,7 +1,7 @@
 """Ships a journal to its tracking store, in order, and marks what the store acknowledged.
 
-The recorder's sender thread runs it while a run trains, and `labclient sync` afterwards: the same
-code, so a run that was offline is published exactly as a live one would have been.
+The sender process (labclient/ship_worker.py) runs it while a run trains, and `labclient sync`
+afterwards: the same code, so a run that was offline is published exactly as a live one would have been.
 
 Exactly once as the store sees it: a point is sent again only when its acknowledgement was lost, and
 then it is the same point (same key, step, value and original timestamp), which MLflow's SQL store
@@ -51,7 +51,12 @@ class Shipper:
         self.warnings: list[str] = []
         self.stats = ShipStats()
         self.ended_with: str | None = None  # the status the end event set on the store
-        self._lock = threading.Lock()  # the live sender and a flush may both ship
+        self._lock = threading.Lock()  # one round at a time, whoever calls
+
+    @property
+    def acked_offset(self) -> int:
+        """Where in the events file the acknowledged events end."""
+        return self._offset
 
     @property
     def bound(self) -> bool:

@@ -51,6 +51,9 @@ def isolated_lab(tmp_path, monkeypatch):
     reset_settings()
     yield home
     reset_settings()
+    from labclient.recorder import SenderProcess
+
+    SenderProcess.stop_idle()  # the runs' sender processes wait for another run of this process: not across tests
 
 
 @pytest.fixture

@@ -48,8 +48,9 @@ def cost_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
             key = (outputs.shape[1], outputs.dtype, outputs.device)
             if key not in identities:
                 identities[key] = torch.eye(key[0], dtype=key[1], device=key[2])
-            one_hot = identities[key][targets]
-            return 0.5 * (outputs - one_hot).pow(2).sum(dim=1).mean()
+            # the same C averaged over the batch, as one fused kernel instead of five ops each way: +7-11%
+            # samples/s on the CPU (bench/FINDINGS.md)
+            return F.mse_loss(outputs, identities[key][targets], reduction="sum") * (0.5 / len(targets))
 
         return quadratic
     raise ValueError(f"unknown cost {name!r}")

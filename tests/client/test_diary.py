@@ -128,11 +128,24 @@ def test_a_draft_too_long_for_mlflow_keeps_the_whole_note(cli, embedded_uri, tmp
     assert entry.truncated and entry.text == full
 
 
-def test_a_failed_draft_never_fails_the_training(cli, embedded_uri, monkeypatch):
-    def broken(*args, **kwargs):
-        raise MlflowException("the store is read-only")
+DRAFT_REFUSED = """
+from mlflow.exceptions import MlflowException
+from labclient import diary
 
-    monkeypatch.setattr(diary, "store_run_entry", broken)
+def broken(*args, **kwargs):
+    raise MlflowException("the store is read-only")
+
+diary.store_run_entry = broken
+import runpy
+runpy.run_module("labclient.ship_worker", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_failed_draft_never_fails_the_training(cli, embedded_uri, monkeypatch):
+    from labclient import recorder
+
+    # the draft is written by the run's sender process: that process's store refuses it
+    monkeypatch.setattr(recorder, "SENDER_COMMAND", [sys.executable, "-c", DRAFT_REFUSED])
     result = _train(cli, "blue", "--note", NOTE)
     assert "the dev-diary draft was not saved (the store is read-only)" in result.output
     assert "labclient diary blue/run-1 --edit" in result.output
