@@ -28,7 +28,34 @@ def create_app(app: Flask | None = None):
     flask_app.before_request(enforce_lab_rules)
     if served is not flask_app:
         guard_native_routes(served)
+        limit_concurrent_requests(served, store_request_limit())
     return served
+
+
+def store_request_limit() -> int:
+    """How many requests may use MLflow's SQL store at once without exhausting its connection pool.
+
+    MLflow's `log_batch` holds one pooled connection and opens a second inside it (`_log_metrics`), so
+    as many concurrent batches as the pool has connections each wait for a second one until the pool's
+    30 s timeout: 30 teams' senders logging at once froze the server that way (bench/FINDINGS.md).
+    With one request fewer than the pool holds, one of them always gets its second connection.
+    """
+    from mlflow.environment_variables import MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW, MLFLOW_SQLALCHEMYSTORE_POOL_SIZE
+
+    pool = (MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.get() or 5) + (MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.get() or 10)  # SQLAlchemy's defaults
+    return max(pool - 1, 1)
+
+
+def limit_concurrent_requests(fastapi_app, limit: int) -> None:
+    """Requests beyond `limit` wait here, in the event loop, holding neither a thread nor a connection."""
+    import asyncio
+
+    gate = asyncio.Semaphore(limit)
+
+    @fastapi_app.middleware("http")
+    async def lab_request_gate(http_request, call_next):
+        async with gate:
+            return await call_next(http_request)
 
 
 def flask_route_decision(flask_request) -> Decision | None:
