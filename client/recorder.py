@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from labclient import errors
 from labclient.errors import LabError, TrackingError
+from labclient.shipper import REQUEST_TIMES_KEPT
 
 PERSIST_INTERVAL_S = 0.2
 SENDER_COMMAND = [sys.executable, "-m", "labclient.ship_worker"]
@@ -43,7 +44,7 @@ class Recorder:
         self.last_error: str | None = None  # the latest reason a send failed, while retrying
         self._fatal: LabError | None = None
         self._counts = {"requests": 0, "failures": 0, "refused": 0}
-        self._request_seconds: list[float] = []
+        self._request_seconds: collections.deque[float] = collections.deque(maxlen=REQUEST_TIMES_KEPT)
         self._cond = threading.Condition()
         self._stopped = threading.Event()
         self._persister = threading.Thread(target=self._persist_loop, name=f"lab-fsync-{journal.local_id[-8:]}", daemon=True)

@@ -97,7 +97,7 @@ class Worker:
         self.commands = commands
         self.orders = orders
         self.events_fd = os.open(shipper.journal.events_path, os.O_RDONLY)
-        self._reported: dict[str, Any] = {}
+        self._reported_state: dict[str, Any] | None = None
         self._warned = self._timed = 0  # warnings and request timings already reported
 
     def run(self) -> None:
@@ -153,8 +153,8 @@ class Worker:
         stats = self.shipper.stats
         message = {"acked": self.shipper.acked_seq, "error": error, "requests": stats.requests,
                    "failures": stats.failures, "refused": stats.refused}
-        if self.shipper.state != self._reported.get("state"):
-            message["state"] = self._reported["state"] = dict(self.shipper.state)
+        if self.shipper.state != self._reported_state:
+            message["state"] = self._reported_state = dict(self.shipper.state)
         if len(self.shipper.warnings) > self._warned:
             message["warnings"] = self.shipper.warnings[self._warned:]
             self._warned = len(self.shipper.warnings)

@@ -28,6 +28,7 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
 BATCHED = ("metric", "param", "tag")
 DIARY_DRAFT_FAILED = "the dev-diary draft was not saved"
+REQUEST_TIMES_KEPT = 100_000  # the latest requests' durations, for benchmarks and status
 
 
 @dataclass
@@ -37,9 +38,7 @@ class ShipStats:
     requests: int = 0
     failures: int = 0  # transient failures (retried)
     refused: int = 0  # events the store refused for good (skipped, with a warning)
-    events_sent: int = 0
-    request_seconds: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100_000))
-    ack_lag_seconds: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200_000))
+    request_seconds: collections.deque = field(default_factory=lambda: collections.deque(maxlen=REQUEST_TIMES_KEPT))
 
 
 class Shipper:
@@ -108,7 +107,6 @@ class Shipper:
                     self.journal.mark_acked(last["seq"], offset)
                     self.acked_seq, self._offset = last["seq"], offset
                     sent += len(group)
-                    self.stats.events_sent += len(group)
                 if max_bytes:
                     return sent
 
@@ -144,9 +142,6 @@ class Shipper:
                 return
             for event in events:  # find the one the store will not take, and send the others
                 self._send_batch([event])
-            return
-        now = time.time()
-        self.stats.ack_lag_seconds.extend(now - event["timestamp"] / 1000 for event in events if event["type"] == "metric")
 
     def _send_artifact(self, event: dict) -> None:
         path = self.journal.root / event["file"]
