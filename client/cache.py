@@ -2,7 +2,8 @@
 
     <cache_dir>/models/
         blobs/<sha256>                      each file once, named by its content
-        refs/<team>/run-<N>                 the run id a run name points to
+        refs/<store>/<team>/run-<N>         the run id a run name points to on one tracking store (<store>: the
+                                            first 16 hex digits of the sha256 of its URI)
         snapshots/<run_id>/<artifact path>  links (or copies, where links are impossible) into blobs/
         snapshots/<run_id>/run.json         run metadata and the sha256 of every file; written last, so a
                                             snapshot without it is incomplete and ignored
@@ -11,12 +12,18 @@
 A blob enters the cache only after its sha256 matched the one recorded at upload; it is written to a
 temporary file first and moved into place with os.replace. Writers of one run serialise on a file lock,
 and every change to the shared folders (blobs, links, refs, removal) holds the cache-wide lock.
+
+A ref is written only for the reference a user resolved (`fetch red/run-42`), after the store confirmed that
+name from facts no team can write (labclient/refs.py), and only after every part of its path was validated:
+what a fetched run's tags say never decides where anything is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -27,11 +34,22 @@ from typing import Any, Iterator
 
 from labclient.errors import CorruptCacheEntry, IntegrityError, NotCached
 from labclient.weights import sha256_file
+from labserver.names import is_valid_team
 
 CACHE_FORMAT = "labcache/1"
 RUN_FILE = "run.json"
 LOCK_TIMEOUT_S = 600
 STALE_TEMP_S = 3600
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def store_key(tracking_uri: str) -> str:
+    """The folder of one tracking store's refs: the same team name on two stores names two different runs."""
+    return hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
+
+
+class UnsafeCachePath(IntegrityError):
+    """A name that would put a cache file somewhere it does not belong."""
 
 
 @dataclass
@@ -82,10 +100,14 @@ class ModelCache:
         return self.root / "blobs" / sha256
 
     def snapshot(self, run_id: str) -> Path:
+        if not RUN_ID.fullmatch(str(run_id)):
+            raise UnsafeCachePath(f"refusing to cache a run under the id {str(run_id)[:40]!r}", "report this to the server admin")
         return self.root / "snapshots" / run_id
 
-    def ref(self, team: str, number: int) -> Path:
-        return self.root / "refs" / team / f"run-{number}"
+    def ref(self, store: str, team: str, number: int) -> Path:
+        if not (re.fullmatch(r"[0-9a-f]{16}", store) and is_valid_team(team) and isinstance(number, int) and number > 0):
+            raise UnsafeCachePath(f"refusing to write a cache ref for {team!r}/{number!r}", "report this to the server admin")
+        return self.root / "refs" / store / team / f"run-{number}"
 
     # --- locks and temporary files -----------------------------------------------------------------
     @contextmanager
@@ -121,12 +143,12 @@ class ModelCache:
                 pass
 
     # --- lookups -----------------------------------------------------------------------------------
-    def run_id_for(self, reference) -> str | None:
-        """The cached run a pinned reference (team/run-N or a run id) names, without asking the server."""
+    def run_id_for(self, reference, store: str) -> str | None:
+        """The cached run a pinned reference (team/run-N or a run id) names on a store, without asking it."""
         if reference.selector == "run_id":
             return reference.run_id
         if reference.selector == "number":
-            path = self.ref(reference.team, reference.number)
+            path = self.ref(store, reference.team, reference.number)
             try:
                 return path.read_text().strip() or None
             except OSError:
@@ -195,20 +217,31 @@ class ModelCache:
             )
         return VerifiedFile(path, actual, path.stat().st_size)
 
-    def commit(self, run_id: str, downloads: dict[str, VerifiedFile], meta: dict[str, Any]) -> CacheEntry:
-        """Move verified downloads into blobs/, link them into the snapshot, then write run.json and the ref."""
+    def commit(self, run_id: str, downloads: dict[str, VerifiedFile], meta: dict[str, Any],
+               ref: tuple[str, str, int] | None = None) -> CacheEntry:
+        """Move verified downloads into blobs/, link them into the snapshot, then write run.json and, when the
+        user resolved a numbered reference, its ref (store, team, number)."""
         files = {artifact_path: {"sha256": item.sha256, "size": item.size} for artifact_path, item in downloads.items()}
+        snapshot = self.snapshot(run_id)
+        ref_path = self.ref(*ref) if ref else None  # both validated before anything is written
         with self.lock("cache"):
             for artifact_path, item in downloads.items():
                 blob = self.blob(item.sha256)
                 blob.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(item.path, blob)
-                self._link(blob, self.snapshot(run_id) / artifact_path)
+                self._link(blob, snapshot / artifact_path)
             meta = {**meta, "format": CACHE_FORMAT, "run_id": run_id, "files": files}
-            _atomic_write(self.snapshot(run_id) / RUN_FILE, json.dumps(meta, indent=1, sort_keys=True, default=str))
-            if meta.get("team") and meta.get("number") is not None:
-                _atomic_write(self.ref(meta["team"], int(meta["number"])), run_id)
-        return CacheEntry(run_id, self.snapshot(run_id), meta)
+            _atomic_write(snapshot / RUN_FILE, json.dumps(meta, indent=1, sort_keys=True, default=str))
+            if ref_path is not None:
+                _atomic_write(ref_path, run_id)
+        return CacheEntry(run_id, snapshot, meta)
+
+    def write_ref(self, ref: tuple[str, str, int], run_id: str) -> None:
+        """Point a resolved numbered reference at a run already in the cache."""
+        path = self.ref(*ref)
+        self.snapshot(run_id)  # validates the id
+        with self.lock("cache"):
+            _atomic_write(path, run_id)
 
     def mark_last_fetched(self, run_id: str) -> None:
         _atomic_write(self.root / "last_fetched", run_id)
@@ -239,7 +272,7 @@ class ModelCache:
 
     def _drop_refs_to(self, run_id: str) -> None:
         refs = self.root / "refs"
-        for ref in refs.glob("*/*") if refs.is_dir() else []:
+        for ref in refs.glob("*/*/*") if refs.is_dir() else []:
             if ref.is_file() and ref.read_text().strip() == run_id:
                 ref.unlink()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from labclient.errors import ConfigError, DiskFull, LabError
+from labclient.safe_text import one_line
 
 
 def _debug() -> bool:
@@ -30,7 +31,7 @@ class LabGroup(click.Group):
         except LabError as err:
             if _debug():
                 raise
-            click.echo(f"error: {err.one_line()}", err=True)
+            click.echo(f"error: {one_line(err.one_line())}", err=True)  # messages may quote other teams' text
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -43,7 +44,7 @@ class LabGroup(click.Group):
             if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is no bug
                 click.echo(f"error: {DiskFull(err.filename or 'a file').one_line()}", err=True)
                 sys.exit(DiskFull.exit_code)
-            message = " ".join(str(err).split()) or type(err).__name__
+            message = one_line(err) or type(err).__name__
             click.echo(f"error: {type(err).__name__}: {message} (set LAB_DEBUG=1 for the traceback)", err=True)
             sys.exit(1)
 

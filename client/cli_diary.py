@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from labclient.errors import ConfigError, LabError
+from labclient.safe_text import markup, one_line, printable
 
 _FALLBACK_EDITORS = ("nano", "vi")
 
@@ -85,9 +86,10 @@ def list_entries(team, limit, tracking_uri):
     if not listings:
         click.echo(f"no runs of team {team} yet" if team else "no runs yet")
         return
-    width = max(len(item.ref) for item in listings)
+    width = max(len(one_line(item.ref)) for item in listings)
     for item in listings:
-        click.echo(f"{item.ref:<{width}}  {item.started:%Y-%m-%d %H:%M}  {item.status.lower():<8}  {item.first_line}")
+        click.echo(f"{one_line(item.ref):<{width}}  {item.started:%Y-%m-%d %H:%M}  {item.status.lower():<8}  "
+                   f"{one_line(item.first_line)}")
 
 
 @click.command()
@@ -184,14 +186,14 @@ def _render(entry) -> None:
 
     console = Console()
     label = f"{entry.ref} (team diary)" if entry.is_team_entry else entry.ref
-    console.print(f"[bold]{label}[/]  {entry.url}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{markup(label)}[/]  {markup(entry.url)}", highlight=False, soft_wrap=True)
     if entry.truncated:
         from labclient.diary import ENTRY_ARTIFACT
 
         console.print(f"(the full text, from {ENTRY_ARTIFACT}: the MLflow description shows only its first "
                       f"{entry.limit:,} characters)", highlight=False, soft_wrap=True)
     if entry.text.strip():
-        console.print(Markdown(entry.text, hyperlinks=False))
+        console.print(Markdown(printable(entry.text), hyperlinks=False))
     else:
         console.print(f"no entry yet: write one with `labclient diary {entry.ref} --edit`", highlight=False)
 
@@ -212,11 +214,12 @@ def _print_leaderboard(rows: list[dict], by: str) -> None:
                          justify="right" if column in ("#", "accuracy", "cost", "params", "MACs", "time", *extra) else "left")
     for row in rows:
         cells = [str(row["rank"]), row["team"], row["run"], _number(row["test_accuracy"], "{:.4f}"), _number(row["test_cost"], "{:.4f}")]
-        cells += [_number(row["value"], "{:,.0f}" if abs(row["value"]) >= 1000 else "{:.4g}")] if extra else []
+        value = row["value"]
+        cells += [_number(value, "{:,.0f}" if value is not None and abs(value) >= 1000 else "{:.4g}")] if extra else []
         macs = row["macs_per_sample"]
         cells += [_number(row["parameters"], "{:,}"), human_count(macs) if macs is not None else "–",
-                  _number(row["training_time_s"], "{:.1f} s"), row["device"], row["trained_at"].replace("T", " ")[:16]]
-        table.add_row(*cells)
+                  _number(row["training_time_s"], "{:.1f} s"), row["device"], (row["trained_at"] or "–").replace("T", " ")[:16]]
+        table.add_row(*map(markup, cells))
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # a file or pipe has no width to respect: keep every cell whole

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from labclient.errors import CorruptCacheEntry
+from labclient.safe_text import one_line
 
 PROGRESS_MIN_BYTES = 1 << 20
 
@@ -29,7 +30,7 @@ def _offer_refetch(err: CorruptCacheEntry) -> bool:
     """On a terminal, offer to download a corrupt cache entry again; elsewhere the error says how."""
     if not (err.reference and _interactive()):
         return False
-    click.echo(f"error: {err.one_line()}", err=True)
+    click.echo(f"error: {one_line(err.one_line())}", err=True)
     return click.confirm(f"Download {err.reference} again now?", default=True, err=True)
 
 
@@ -84,15 +85,15 @@ def fetch(reference, force, tracking_uri):
         bar.close()
     entry = result.entry
     how = f"downloaded and verified in {result.seconds:.2f} s" if result.downloaded else f"already cached, verified in {result.seconds:.2f} s"
-    click.echo(f"{entry.name} ({entry.run_id}): {how}")
+    click.echo(f"{one_line(entry.name)} ({entry.run_id}): {how}")
     for artifact_path, info in sorted(entry.files.items()):
-        click.echo(f"  {artifact_path:<28} {human_bytes(info['size']):>10}  sha256 {info['sha256'][:16]}")
+        click.echo(f"  {one_line(artifact_path):<28} {human_bytes(info['size']):>10}  sha256 {info['sha256'][:16]}")
     meta = entry.meta
     accuracy = meta.get("metrics", {}).get("test_accuracy")
     claimed = f", claimed held-out accuracy {accuracy:.4f}" if accuracy is not None else ""
     click.echo(f"total {human_bytes(entry.size)}, {meta.get('parameters', 0):,} parameters ({meta.get('weights_format')}){claimed}")
     click.echo(f"cached at {entry.path}")
-    click.echo(f"compare it with your latest run: labclient compare {entry.name}")
+    click.echo(f"compare it with your latest run: labclient compare {one_line(entry.name)}")
 
 
 @click.command()
@@ -172,7 +173,7 @@ def cache_ls():
     last = store.last_fetched()
     for entry in entries:
         marker = "*" if entry.run_id == last else " "
-        click.echo(f"{marker} {entry.name:<24} {entry.run_id}  {human_bytes(entry.size):>10}  {entry.meta.get('fetched_at', '?')}  {entry.path}")
+        click.echo(f"{marker} {one_line(entry.name):<24} {entry.run_id}  {human_bytes(entry.size):>10}  {entry.meta.get('fetched_at', '?')}  {entry.path}")
     click.echo(f"{len(entries)} run(s), {human_bytes(sum(e.size for e in entries))} in {store.root}  (* = last fetched)")
 
 
@@ -181,21 +182,8 @@ def cache_ls():
 @click.option("--all", "remove_all", is_flag=True, help="Empty the whole model cache.")
 def cache_rm(references, remove_all):
     """Remove cached runs (TEAM/run-N or run id) and the blobs no other run uses."""
-    from labclient.cache import ModelCache
     from labclient.compute import human_bytes
-    from labclient.config import get_settings
-    from labclient.errors import ConfigError, NotCached
-    from labclient.refs import parse
+    from labclient.exchange import uncache
 
-    store = ModelCache.from_settings(get_settings())
-    if not references and not remove_all:
-        raise ConfigError("nothing to remove", "name runs (TEAM/run-N or run ids) or pass --all")
-    run_ids = [entry.run_id for entry in store.entries()] if remove_all else []
-    for reference in references:
-        parsed = parse(reference)
-        run_id = store.run_id_for(parsed)
-        if run_id is None or not store.snapshot(run_id).exists():
-            raise NotCached(f"{reference} is not in the cache", "see `labclient cache ls`")
-        run_ids.append(run_id)
-    freed = sum(store.remove(run_id) for run_id in dict.fromkeys(run_ids))
-    click.echo(f"removed {len(set(run_ids))} run(s), freed {human_bytes(freed)}")
+    removed, freed = uncache(tuple(references), remove_all=remove_all)
+    click.echo(f"removed {removed} run(s), freed {human_bytes(freed)}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from labclient.safe_text import one_line
+
 
 def _size(size: int) -> str:
     from labclient.compute import human_bytes
@@ -25,14 +27,14 @@ def sync(tracking_uri):
             continue
         if result.error:
             failed += 1
-            click.echo(f"{result.local_name}: not sent: {result.error}")
+            click.echo(f"{result.local_name}: not sent: {one_line(result.error)}")
             continue
         sent += 1
         status = f"ended {result.status}" + (" (its training process had died)" if result.recovered else "")
         click.echo(f"{result.local_name} -> {result.name}: sent {result.events} events and {result.files} files "
                    f"({_size(result.file_bytes)}), {status}")
         for warning in result.warnings:
-            click.echo(f"  warning: {warning}")
+            click.echo(f"  warning: {one_line(warning)}")
     if not (sent or failed):
         click.echo("nothing to sync: no pending runs")
     elif failed:

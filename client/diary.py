@@ -22,6 +22,7 @@ from labclient.config import get_settings
 from labclient.diary_draft import artifact_link, describe_architecture, draft_entry  # noqa: F401  (the draft API)
 from labclient.errors import ConfigError, InvalidReference, LabError, RunNotFound, TrackingError
 from labclient.run import DESCRIPTION_TAG
+from labserver.names import is_valid_team
 
 RUN_LIMIT = MAX_TAG_VAL_LENGTH  # 8,000 characters in MLflow 3.17
 TEAM_LIMIT = MAX_EXPERIMENT_TAG_VAL_LENGTH  # 20,000 characters in MLflow 3.17
@@ -117,11 +118,12 @@ def list_entries(team: str | None = None, *, limit: int = 50, tracking_uri: str 
     client, target = _open(tracking_uri)
     with _mlflow_errors(target, team or "every team", editing=False):
         if team:
-            experiment_ids = [_team_experiment(client, target, tracking.validate_team(team)).experiment_id]
+            experiment = _team_experiment(client, target, tracking.validate_team(team))
+            teams = {experiment.experiment_id: experiment.name}
         else:
-            experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
-        runs = client.search_runs(experiment_ids, order_by=["attributes.start_time DESC"], max_results=limit) if experiment_ids else []
-    listings = [_listing(run) for run in runs if run.data.tags.get("lab.team")]
+            teams = {e.experiment_id: e.name for e in client.search_experiments() if is_valid_team(e.name)}
+        runs = client.search_runs(list(teams), order_by=["attributes.start_time DESC"], max_results=limit) if teams else []
+    listings = [_listing(run, teams) for run in runs]
     return sorted(listings, key=lambda item: (item.started, item.number), reverse=True)
 
 
@@ -209,14 +211,15 @@ def _locate(ref: str, tracking_uri: str | None) -> _Place:
 
     ref = (ref or "").strip()
     names_run = _names_a_run(ref)
-    if not names_run and not tracking.TEAM_PATTERN.match(ref):
+    if not names_run and not tracking.TEAM_PATTERN.fullmatch(ref):
         raise InvalidReference(f"{ref!r} is neither a run nor a team", f"use {refs.FORMS}, or a team name such as blue")
     client, target = _open(tracking_uri)
     with _mlflow_errors(target, ref, editing=False):
         if names_run:
             run = refs.resolve(client, ref)
-            name = run.info.run_name or run.info.run_id
-            team = run.data.tags.get("lab.team") or name.split("/")[0]
+            team, number = refs.identity(client, run)
+            name = refs.display_name(team, number, run.info.run_id)
+            team = team or _experiment_name(client, run.info.experiment_id)
             description = run.data.tags.get(DESCRIPTION_TAG, "")
             return _Place(client, target, name, team, run.info.experiment_id, description, run.info.run_id)
         experiment = _team_experiment(client, target, ref)
@@ -291,14 +294,31 @@ def _entry(place: _Place, text: str, truncated: bool) -> Entry:
     return Entry(place.ref, place.team, text, place.url, place.run_id, truncated, limit)
 
 
-def _listing(run) -> Listing:
+def _listing(run, teams: dict[str, str]) -> Listing:
+    from labclient import refs
+
     tags = run.data.tags
+    team, number = refs.identity(None, run, teams)
+    name = refs.display_name(team, number, run.info.run_id)
     return Listing(
-        ref=run.info.run_name or run.info.run_id,
-        team=tags.get("lab.team", ""),
+        ref=name,
+        team=team or "",
         run_id=run.info.run_id,
-        started=dt.datetime.fromtimestamp((run.info.start_time or 0) / 1000),
-        status=run.info.status,
-        first_line=first_line(tags.get(DESCRIPTION_TAG, "")).removeprefix(f"{run.info.run_name}: "),
-        number=int(tags["lab.run_number"]) if tags.get("lab.run_number", "").isdigit() else 0,
+        started=_started(run.info.start_time),
+        status=str(run.info.status),
+        first_line=first_line(tags.get(DESCRIPTION_TAG, "")).removeprefix(f"{name}: "),
+        number=number or 0,
     )
+
+
+def _started(milliseconds) -> dt.datetime:
+    """A run's start; the epoch for a start time no calendar holds (a team chose it)."""
+    try:
+        return dt.datetime.fromtimestamp(int(milliseconds or 0) / 1000)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return dt.datetime.fromtimestamp(0)
+
+
+def _experiment_name(client, experiment_id: str) -> str:
+    experiment = client.get_experiment(experiment_id)
+    return experiment.name if experiment is not None else experiment_id

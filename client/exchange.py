@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from labclient import refs
-from labclient.cache import CacheEntry, ModelCache
+from labclient.cache import CacheEntry, ModelCache, store_key
 from labclient.config import Settings, get_settings
 from labclient.errors import ArchitectureError, IntegrityError, InvalidReference, NoWeights, TrackingError
 
@@ -69,42 +69,61 @@ def fetch(
     on_progress: Progress | None = None,
 ) -> FetchResult:
     """Fetch a run's weights, spec, config and metadata into the cache, verified; a cached copy is re-used."""
+    from labclient.tracking import resolve_target
+
     settings = settings or get_settings()
     cache = ModelCache.from_settings(settings)
+    target = resolve_target(settings, tracking_uri)
+    store = store_key(target.uri)
     started = time.perf_counter()
-    hit = None if force else _pinned_hit(cache, reference)
+    hit = None if force else _pinned_hit(cache, reference, store)
     if hit is not None:
         cache.mark_last_fetched(hit.run_id)
         return FetchResult(hit, False, time.perf_counter() - started)
-    from labclient.tracking import open_client, resolve_target
+    from labclient.tracking import open_client
 
-    target = resolve_target(settings, tracking_uri)
     client = open_client(target)
     run = refs.resolve(client, reference)
     run_id = run.info.run_id
+    team, number = refs.identity(client, run)
+    ref = _ref_to_write(reference, team, number, store)
     with cache.lock(run_id):
         entry = None if force else cache.entry(run_id)
         if entry is not None:
             cache.verify(entry)
             downloaded = 0
+            if ref:
+                cache.write_ref(ref, run_id)
         else:
-            entry = _download(client, cache, run, target.uri, on_progress)
+            entry = _download(client, cache, run, (team, number), target.uri, on_progress, ref)
             downloaded = entry.size
     cache.mark_last_fetched(run_id)
     return FetchResult(entry, downloaded > 0, time.perf_counter() - started, downloaded)
 
 
-def _pinned_hit(cache: ModelCache, reference: str) -> CacheEntry | None:
+def _pinned_hit(cache: ModelCache, reference: str, store: str) -> CacheEntry | None:
     """`red/run-42` or a run id already in the cache: answered without the server (but re-verified)."""
     try:
         parsed = refs.parse(reference)
     except InvalidReference:
         return None
-    run_id = cache.run_id_for(parsed) if parsed.is_pinned else None
+    run_id = cache.run_id_for(parsed, store) if parsed.is_pinned else None
     entry = cache.entry(run_id) if run_id else None
     if entry is not None:
         cache.verify(entry)
     return entry
+
+
+def _ref_to_write(reference: str, team: str | None, number: int | None, store: str) -> tuple[str, str, int] | None:
+    """The ref for the reference the user resolved: only `TEAM/run-N`, and only when the store's own facts (the
+    run's experiment, the number the server gave it) say the run is exactly that."""
+    parsed = refs.parse(reference)
+    if parsed.selector != "number":
+        return None
+    if (team, number) != (parsed.team, parsed.number):
+        raise IntegrityError(f"the store answered {reference} with a run it does not record as {reference}",
+                             "report this to the server admin")
+    return store, team, number
 
 
 @dataclass
@@ -114,23 +133,23 @@ class _Plan:
     sizes: dict[str, int]
 
 
-def _download(client, cache: ModelCache, run, tracking_uri: str, on_progress: Progress | None) -> CacheEntry:
+def _download(client, cache: ModelCache, run, identity: tuple, tracking_uri: str, on_progress: Progress | None,
+              ref: tuple[str, str, int] | None) -> CacheEntry:
     from labclient.loading import inspect_weights
 
-    name = run.info.run_name or run.info.run_id
+    name = refs.display_name(*identity, run.info.run_id)
     with cache.temp_dir() as scratch:
-        plan = _plan(client, run, scratch)
+        plan = _plan(client, run, scratch, name)
         verified = {}
         for artifact_path, expected in plan.expected.items():
             local = _download_file(client, run.info.run_id, artifact_path, scratch / "files", plan.sizes.get(artifact_path, 0), on_progress)
             verified[artifact_path] = cache.verify_download(local, expected, f"{name}: {artifact_path}")
         weights = inspect_weights(verified[plan.weights].path)  # hostile or broken files stop here, outside the cache
-        meta = _metadata(client, run, plan, weights, tracking_uri)
-        return cache.commit(run.info.run_id, verified, meta)
+        meta = _metadata(client, run, identity, plan, weights, tracking_uri)
+        return cache.commit(run.info.run_id, verified, meta, ref)
 
 
-def _plan(client, run, scratch: Path) -> _Plan:
-    name = run.info.run_name or run.info.run_id
+def _plan(client, run, scratch: Path, name: str) -> _Plan:
     manifest = _manifest(client, run.info.run_id, scratch)
     tagged = run.data.tags.get(refs.WEIGHTS_TAG)
     weights = WEIGHTS_ARTIFACT if tagged else next((path for path in manifest if path.lower().endswith(_weight_suffixes())), None)
@@ -179,7 +198,7 @@ def _check_artifact_path(path: str) -> None:
 
 
 def _other_runs_with_weights(client, run) -> str | None:
-    team = run.data.tags.get("lab.team")
+    team, _ = refs.identity(client, run)
     if not team:
         return None
     names = [refs.run_name(team, number) for number, _, has_weights in refs.team_runs(client, team) if has_weights][:5]
@@ -225,14 +244,14 @@ def _download_watched(client, run_id: str, artifact_path: str, folder: Path, siz
     return outcome["path"]
 
 
-def _metadata(client, run, plan: _Plan, weights, tracking_uri: str) -> dict[str, Any]:
+def _metadata(client, run, identity: tuple, plan: _Plan, weights, tracking_uri: str) -> dict[str, Any]:
     tags = run.data.tags
-    number = tags.get("lab.run_number", "")
+    team, number = identity
     tensors = {name: _describe_tensor(value) for name, value in weights.tensors.items()}
     return {
-        "name": run.info.run_name or run.info.run_id,
-        "team": tags.get("lab.team"),
-        "number": int(number) if number.isdigit() else None,
+        "name": refs.display_name(team, number, run.info.run_id),
+        "team": team,
+        "number": number,
         "experiment_id": run.info.experiment_id,
         "status": run.info.status,
         "start_time": run.info.start_time,
@@ -278,6 +297,28 @@ def _downsample(points: list[tuple[int, float]]) -> list[list[float]]:
     size = -(-len(points) // MAX_HISTORY_POINTS)
     blocks = [points[start : start + size] for start in range(0, len(points), size)]
     return [[block[-1][0], sum(value for _, value in block) / len(block)] for block in blocks]
+
+
+def uncache(references: tuple[str, ...] = (), *, remove_all: bool = False, tracking_uri: str | None = None,
+            settings: Settings | None = None) -> tuple[int, int]:
+    """Remove cached runs (TEAM/run-N of the current store, or run ids), or all of them, and every blob no other
+    run uses; returns (runs removed, bytes freed). Nothing is removed unless every reference is in the cache."""
+    from labclient.errors import ConfigError, NotCached
+    from labclient.tracking import resolve_target
+
+    settings = settings or get_settings()
+    cache = ModelCache.from_settings(settings)
+    if not references and not remove_all:
+        raise ConfigError("nothing to remove", "name runs (TEAM/run-N or run ids) or pass --all")
+    store = store_key(resolve_target(settings, tracking_uri).uri)
+    run_ids = [entry.run_id for entry in cache.entries()] if remove_all else []
+    for reference in references:
+        run_id = cache.run_id_for(refs.parse(reference), store)
+        if run_id is None or not cache.snapshot(run_id).exists():
+            raise NotCached(f"{reference} is not in the cache", "see `labclient cache ls`")
+        run_ids.append(run_id)
+    unique = list(dict.fromkeys(run_ids))
+    return len(unique), sum(cache.remove(run_id) for run_id in unique)
 
 
 # --- loading a fetched model ---------------------------------------------------------------------

@@ -3,15 +3,22 @@
 `labclient leaderboard` prints them; labserver's web page renders the same rows. Only finished runs
 that uploaded weights count (a model another team can fetch), the rule `TEAM/best` also follows.
 Everything goes through MlflowClient calls, so it reads the embedded store and a labserver alike.
+
+A row's team is the experiment its run lives in, never a tag a team wrote (labclient/refs.py). Teams write
+their own metrics and timestamps, so any value may be NaN, infinite or absurd: such a value never ranks and is
+shown blank, and no value of one team can break the board for the others.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from typing import Any
 
+from labclient import refs
 from labclient.errors import ConfigError
+from labserver.names import is_valid_team
 
 DEFAULT_METRIC = "test_accuracy"
 METRIC_ALIASES = {"accuracy": "test_accuracy", "cost": "test_cost", "loss": "test_cost", "time": "training_time_s"}
@@ -46,7 +53,8 @@ def leaderboard_rows(client, *, metric: str = DEFAULT_METRIC, by: str = "team", 
     metric = metric_key(metric)
     if by not in ("team", "run"):
         raise ConfigError(f"cannot rank by {by!r}", "use --by team or --by run")
-    experiments = {experiment.experiment_id: experiment.name for experiment in client.search_experiments()}
+    experiments = {experiment.experiment_id: experiment.name for experiment in client.search_experiments()
+                   if is_valid_team(experiment.name)}
     order = [f"metrics.`{metric}` {'ASC' if lower_is_better(metric) else 'DESC'}", "attributes.start_time DESC"]
     if by == "team":
         runs = [best for experiment_id in experiments if (best := _best_run(client, [experiment_id], order, metric))]
@@ -62,10 +70,8 @@ def leaderboard_rows(client, *, metric: str = DEFAULT_METRIC, by: str = "team", 
 def _counts(run, metric: str) -> bool:
     return (
         run.info.status == "FINISHED"
-        and bool(run.data.tags.get("lab.team"))
         and WEIGHTS_TAG in run.data.tags
-        and metric in run.data.metrics
-        and run.data.metrics[metric] == run.data.metrics[metric]  # NaN never wins
+        and _finite(run.data.metrics.get(metric)) is not None  # NaN and infinities never rank
     )
 
 
@@ -108,22 +114,22 @@ def _check_metric_exists(client, experiment_ids: list[str], metric: str) -> None
 
 def _row(rank: int, run, metric: str, experiments: dict[str, str], target) -> dict[str, Any]:
     metrics, tags = run.data.metrics, run.data.tags
-    started = dt.datetime.fromtimestamp((run.info.start_time or 0) / 1000, tz=dt.timezone.utc)
+    team, number = refs.identity(None, run, experiments)
     row = {
         "rank": rank,
-        "team": tags.get("lab.team") or experiments.get(run.info.experiment_id, ""),
-        "run": run.info.run_name or run.info.run_id,
+        "team": team,
+        "run": refs.display_name(team, number, run.info.run_id),
         "metric": metric,
-        "value": metrics[metric],
-        "test_accuracy": metrics.get("test_accuracy"),
-        "test_cost": metrics.get("test_cost"),
+        "value": _finite(metrics.get(metric)),
+        "test_accuracy": _finite(metrics.get("test_accuracy")),
+        "test_cost": _finite(metrics.get("test_cost")),
         "parameters": _integer(metrics.get("compute_parameters")),
         "macs_per_sample": _integer(metrics.get("compute_macs_per_sample")),
-        "training_time_s": metrics.get("training_time_s"),
+        "training_time_s": _finite(metrics.get("training_time_s")),
         "device": _device(tags),
         "trainer": tags.get("lab.trainer") or run.data.params.get("trainer"),
         "dataset": tags.get("lab.dataset") or run.data.params.get("dataset"),
-        "trained_at": started.isoformat(timespec="seconds"),
+        "trained_at": _timestamp(run.info.start_time),
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
     }
@@ -132,8 +138,25 @@ def _row(rank: int, run, metric: str, experiments: dict[str, str], target) -> di
     return row
 
 
-def _integer(value: float | None) -> int | None:
-    return int(value) if value is not None else None
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _integer(value) -> int | None:
+    value = _finite(value)
+    return int(value) if value is not None and abs(value) < 1e18 else None
+
+
+def _timestamp(milliseconds) -> str | None:
+    """ISO time of a run's start; None for a start time no calendar holds (a team chose it)."""
+    try:
+        return dt.datetime.fromtimestamp(int(milliseconds) / 1000, tz=dt.timezone.utc).isoformat(timespec="seconds")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _device(tags: dict) -> str:

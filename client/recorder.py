@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from labclient import errors
-from labclient.errors import LabError, TrackingError
+from labclient.errors import ConfigError, LabError, TrackingError
 from labclient.shipper import REQUEST_TIMES_KEPT
+from labserver.names import RUN_NAME_TAG, is_server_owned_tag
 
 PERSIST_INTERVAL_S = 0.2
 SENDER_COMMAND = [sys.executable, "-m", "labclient.ship_worker"]
@@ -76,6 +77,7 @@ class Recorder:
                       for key, value in metrics.items()])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
+        check_tags(tags)
         self._append([{"type": "tag", "key": str(key), "value": _as_text(value)} for key, value in tags.items()])
 
     def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> tuple[str, int]:
@@ -335,6 +337,14 @@ def _rebuild(fatal: dict[str, Any]) -> LabError:
         return kind(fatal.get("message", ""), fatal.get("remedy"))
     except TypeError:
         return TrackingError(fatal.get("message", ""), fatal.get("remedy"))
+
+
+def check_tags(tags: dict[str, Any]) -> None:
+    """A run's team, number and name are the server's to write: refused here, before anything is journalled."""
+    for key in tags:
+        if is_server_owned_tag(str(key)) or str(key) == RUN_NAME_TAG:
+            raise ConfigError(f"the tag {key} is written by the server only",
+                              "the server records each run's team, number and name; use a tag of your own")
 
 
 def _as_text(value: Any) -> str:

@@ -3,6 +3,9 @@
 `parse` only reads the text; `resolve` asks the tracking store (MlflowClient calls only, so it works the
 same on the embedded store and on a labserver). A reference that names nothing gets one line listing
 the team's nearest runs.
+
+Identity comes only from facts no team can write: a run's team is the experiment it lives in, and its number
+the `lab.run_number` the server gave it (labserver/identity.py). Run names and `lab.team` tags are never read.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from labclient.errors import InvalidReference, NoWeights, RunNotFound
-from labclient.tracking import TEAM_PATTERN, run_name
+from labserver.names import RUN_NUMBER_TAG, TEAM_PATTERN, is_valid_team, run_name, run_number
 
 FORMS = "TEAM/run-N, TEAM/latest, TEAM/best or a 32-character run id"
 WEIGHTS_TAG = "lab.weights.sha256"
@@ -20,9 +23,9 @@ ACCURACY_METRIC = "test_accuracy"
 SUGGESTIONS = 5
 _PAGE = 200
 
-_NUMBERED = re.compile(r"^(?P<team>[^/\s]+)/run-(?P<number>\d{1,9})$")
-_SELECTOR = re.compile(r"^(?P<team>[^/\s]+)/(?P<selector>latest|best)$")
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_NUMBERED = re.compile(r"(?P<team>[^/\s]+)/run-(?P<number>[0-9]{1,9})")
+_SELECTOR = re.compile(r"(?P<team>[^/\s]+)/(?P<selector>latest|best)")
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,11 @@ class Reference:
 
 def parse(text: str) -> Reference:
     text = (text or "").strip()
-    if _RUN_ID.match(text):
+    if RUN_ID.fullmatch(text):
         return Reference(text, selector="run_id", run_id=text)
     for pattern in (_NUMBERED, _SELECTOR):
-        match = pattern.match(text)
-        if match and TEAM_PATTERN.match(match["team"]):
+        match = pattern.fullmatch(text)
+        if match and TEAM_PATTERN.fullmatch(match["team"]):
             if pattern is _NUMBERED:
                 return Reference(text, team=match["team"], number=int(match["number"]), selector="number")
             return Reference(text, team=match["team"], selector=match["selector"])
@@ -55,7 +58,7 @@ def parse(text: str) -> Reference:
 def team_of(text: str) -> str | None:
     """The team part of a (possibly malformed) reference, for suggestions."""
     head = (text or "").strip().split("/", 1)[0].lower()
-    return head if TEAM_PATTERN.match(head) else None
+    return head if TEAM_PATTERN.fullmatch(head) else None
 
 
 # --- resolving against the tracking store ------------------------------------------------------
@@ -96,7 +99,7 @@ def _experiment_id(client, team: str) -> str:
     experiment = client.get_experiment_by_name(team)
     if experiment is not None and experiment.lifecycle_stage == "active":
         return experiment.experiment_id
-    teams = [e.name for e in client.search_experiments() if TEAM_PATTERN.match(e.name)]
+    teams = [e.name for e in client.search_experiments() if is_valid_team(e.name)]
     close = difflib.get_close_matches(team, teams, n=SUGGESTIONS, cutoff=0.3) or sorted(teams)[:SUGGESTIONS]
     known = f"; teams: {', '.join(close)}" if close else "; there are no teams yet"
     raise RunNotFound(f"no team {team!r}{known}", "check the spelling of the team")
@@ -104,15 +107,35 @@ def _experiment_id(client, team: str) -> str:
 
 def _by_number(client, experiment_id: str, reference: Reference):
     runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.\"lab.run_number\" = '{reference.number}'", max_results=2
+        [experiment_id], filter_string=f"tags.\"{RUN_NUMBER_TAG}\" = '{reference.number}'", max_results=2
     )
-    runs = [run for run in runs if run.data.tags.get("lab.team") == reference.team]
-    if runs:
+    runs = [run for run in runs if run.info.experiment_id == experiment_id]  # the team's own experiment only
+    if len(runs) == 1:
         return runs[0]
+    if len(runs) > 1:  # only a store written around the server could hold this
+        raise RunNotFound(f"{reference.text} names {len(runs)} runs of team {reference.team}", "use the run id instead")
     raise RunNotFound(
         f"{run_name(reference.team, reference.number)} does not exist" + _suggestion(client, reference.team, reference.number),
         f"use {FORMS}",
     )
+
+
+def identity(client, run, experiment_names: dict[str, str] | None = None) -> tuple[str | None, int | None]:
+    """(team, number) of a run from server-owned facts: its experiment's name and the number the server gave it.
+    `experiment_names` (id -> name) saves a request per run when many runs are described."""
+    experiment_id = run.info.experiment_id
+    if experiment_names is not None and experiment_id in experiment_names:
+        name = experiment_names[experiment_id]
+    else:
+        experiment = client.get_experiment(experiment_id)
+        name = experiment.name if experiment is not None else None
+    team = name if is_valid_team(name) else None
+    return team, run_number(run.data.tags.get(RUN_NUMBER_TAG)) if team else None
+
+
+def display_name(team: str | None, number: int | None, run_id: str) -> str:
+    """How a run is named to users: `red/run-42`, else its run id (never a name a team wrote)."""
+    return run_name(team, number) if team and number else run_id
 
 
 def _with_weights(client, experiment_id: str, selector: str):
@@ -146,9 +169,9 @@ def team_runs(client, team: str) -> list[tuple[int, str, bool]]:
         return []
     found = []
     for run in _iter_runs(client, experiment.experiment_id):
-        number = run.data.tags.get("lab.run_number", "")
-        if number.isdigit():
-            found.append((int(number), run.info.run_id, WEIGHTS_TAG in run.data.tags))
+        number = run_number(run.data.tags.get(RUN_NUMBER_TAG))
+        if number is not None:
+            found.append((number, run.info.run_id, WEIGHTS_TAG in run.data.tags))
     return sorted(found, reverse=True)
 
 

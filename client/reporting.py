@@ -6,6 +6,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from labclient.safe_text import markup
+
 
 class Reporter:
     def __init__(self, console: Console | None = None, quiet: bool = False):
@@ -16,10 +18,11 @@ class Reporter:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, highlight=False, soft_wrap=True)
+            self.console.print(markup(message), highlight=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        # warnings quote the store's messages, which may quote what other teams wrote
+        self.console.print(f"[yellow]warning:[/] {markup(message)}", highlight=False, soft_wrap=True)
 
     def start(self, total_steps: int) -> None:
         if self.quiet or not self.console.is_terminal:
@@ -46,7 +49,7 @@ class Reporter:
             f"accuracy {row['epoch_test_accuracy']:.4f}, {row['epoch_time_s']:.1f} s, {row['epoch_samples_per_s']:,.0f} samples/s"
         )
         if self._progress is not None:
-            self._progress.console.print(line, highlight=False)
+            self._progress.console.print(markup(line), highlight=False)
         else:
             self.info(line)
 
@@ -61,5 +64,5 @@ def print_table(rows: list[tuple[str, str]], title: str | None = None, console: 
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(markup(key), markup(value))
     (console or Console()).print(table)

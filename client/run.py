@@ -16,7 +16,7 @@ from labclient import tracking
 from labclient.config import Settings, get_settings
 from labclient.errors import LabError, ServerUnreachable
 from labclient.journal import Journal, new_meta
-from labclient.recorder import Recorder, SenderProcess
+from labclient.recorder import Recorder, SenderProcess, check_tags
 from labclient.shipper import Shipper
 from labclient.transport import open_transport
 from labclient.weights import save_safetensors
@@ -153,7 +153,8 @@ def create_run(
     team = tracking.validate_team(team or settings.team)
     target = tracking.resolve_target(settings, tracking_uri)
     offline = settings.offline if offline is None else offline
-    meta = new_meta(team, target.uri, target.kind, {"lab.team": team, **(tags or {})}, offline)
+    check_tags(tags or {})
+    meta = new_meta(team, target.uri, target.kind, tags or {}, offline)
     journal = Journal.create(settings.journal_dir, meta)
     unreachable = None
     try:

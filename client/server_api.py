@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from labclient.errors import LabError, ServerUnreachable, TrackingError
+from labserver import routes
 
 
 class PermissionDenied(LabError):
@@ -48,10 +49,7 @@ class ServerApi:
             raise TrackingError(f"{self.base} answered with something that is not JSON", "check the URL") from None
 
     def whoami(self) -> dict:
-        return self._call("GET", "/api/2.0/lab/whoami")
-
-    def allocate_run_number(self, team: str) -> int:
-        return int(self._call("POST", "/api/2.0/lab/run-numbers", {"team": team})["number"])
+        return self._call("GET", routes.WHOAMI)
 
 
 def _message(response) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 from labclient.errors import ServerUnreachable
 from labclient.journal import READ_CHUNK
 from labclient.transport import LOCAL_ID_TAG, LOCAL_NAME_TAG, Refused
+from labserver.names import run_name
 
 MAX_ENTITIES_PER_BATCH = 1000  # MLflow's limits for one log_batch
 MAX_PARAMS_PER_BATCH = 100
@@ -59,30 +60,31 @@ class Shipper:
 
     @property
     def bound(self) -> bool:
-        return bool(self.state.get("run_id"))
+        """The run exists on the store and has its number."""
+        return bool(self.state.get("run_id")) and bool(self.state.get("number"))
 
     @property
     def run_name(self) -> str | None:
         number = self.state.get("number")
-        return f"{self.journal.meta['team']}/run-{number}" if number else None
+        return run_name(self.journal.meta["team"], number) if number else None
 
     # --- the run on the store ---------------------------------------------------------------------
     def bind(self) -> dict[str, Any]:
-        """Find or create the run on the store; its number is allocated here, the first time only."""
+        """Find or create the run on the store, then have it numbered. Both steps can be repeated safely: the run
+        is found again by its local id, and the store gives a run the same number every time it is asked."""
         if self.bound:
             return self.state
         meta, state = self.journal.meta, dict(self.state)
-        team = meta["team"]
-        state.setdefault("experiment_id", self.transport.experiment_id(team))
-        found = self.transport.find_run(state["experiment_id"], meta["local_id"])
-        if found is None:
-            if not state.get("number"):
-                state["number"] = self.transport.allocate_number(team)
-                self._save(state)  # a lost answer below must not cost a second number
-            tags = {**meta["tags"], "lab.team": team, "lab.run_number": str(state["number"]),
-                    LOCAL_ID_TAG: meta["local_id"], LOCAL_NAME_TAG: meta["local_name"]}
-            found = self.transport.create_run(state["experiment_id"], f"{team}/run-{state['number']}", tags, meta["created_ms"])
-        state.update(run_id=found.run_id, artifact_uri=found.artifact_uri, number=found.number or state.get("number"))
+        state.setdefault("experiment_id", self.transport.experiment_id(meta["team"]))
+        found = None
+        if not state.get("run_id"):
+            found = self.transport.find_run(state["experiment_id"], meta["local_id"])
+            if found is None:
+                tags = {**meta["tags"], LOCAL_ID_TAG: meta["local_id"], LOCAL_NAME_TAG: meta["local_name"]}
+                found = self.transport.create_run(state["experiment_id"], meta["local_name"], tags, meta["created_ms"])
+            state.update(run_id=found.run_id, artifact_uri=found.artifact_uri)
+            self._save(state)
+        state["number"] = (found.number if found else None) or self.transport.register(state["run_id"])
         self._save(state)
         return state
 

@@ -1,7 +1,7 @@
 """Where runs go: the embedded SQLite store, a database URI, or a shared labserver over HTTP.
 
-Also the run-numbering interface: `allocate_run_number(target, team)` hands out `blue/run-N` numbers
-atomically, from the lab's table in the database or from the server's allocator.
+Run numbers are given when a run is registered: by the server (labserver/identity.py), or, on a local database,
+by the same code over the lab's table there (`StoreTransport.register`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from labclient.config import Settings
 from labclient.errors import InvalidTeamName, TrackingError
-from labserver.names import RESERVED, TEAM_PATTERN, TEAM_RULE
+from labserver.names import RESERVED, TEAM_PATTERN, TEAM_RULE, run_name  # noqa: F401  (run_name: re-exported)
 
 UI_LAYOUT = "workflowType=machine_learning"  # open MLflow's "Model training" layout, not the GenAI one
 
@@ -22,13 +22,9 @@ UI_LAYOUT = "workflowType=machine_learning"  # open MLflow's "Model training" la
 def validate_team(team: str | None) -> str:
     if not team:
         raise InvalidTeamName("no team given", "pass --team NAME or set LAB_TEAM")
-    if not TEAM_PATTERN.match(team) or team in RESERVED:
+    if not TEAM_PATTERN.fullmatch(team) or team in RESERVED:
         raise InvalidTeamName(f"invalid team name {team!r}", f"use {TEAM_RULE}, not one of {', '.join(sorted(RESERVED))}")
     return team
-
-
-def run_name(team: str, number: int) -> str:
-    return f"{team}/run-{number}"
 
 
 @dataclass(frozen=True)
@@ -136,14 +132,3 @@ def ensure_team_experiment(client, target: Target, team: str) -> str:
         return client.create_experiment(team, artifact_location=(target.artifact_root / team).as_uri())
     except MlflowException:  # another process created it a moment ago
         return client.get_experiment_by_name(team).experiment_id
-
-
-def allocate_run_number(target: Target, team: str) -> int:
-    """The numbering interface: unique, increasing numbers per team, safe under concurrent starts."""
-    if target.is_server:
-        from labclient.server_api import ServerApi
-
-        return ServerApi(target).allocate_run_number(team)
-    from labserver.store import LabStore
-
-    return LabStore(target.uri).allocate_run_number(team)

@@ -16,6 +16,8 @@ from pathlib import Path
 from urllib.parse import quote, urlparse
 
 from labclient.errors import ServerUnreachable, TrackingError
+from labserver import routes
+from labserver.names import RUN_NUMBER_TAG, run_number
 
 REQUEST_TIMEOUT_S = 15.0
 LOCAL_ID_TAG = "lab.local_id"
@@ -43,8 +45,7 @@ def _local_id_filter(local_id: str) -> str:
 
 
 def _number(tags: dict[str, str]) -> int | None:
-    value = tags.get("lab.run_number", "")
-    return int(value) if value.isdigit() else None
+    return run_number(tags.get(RUN_NUMBER_TAG))
 
 
 # --- a database: SQLite (the embedded store) or PostgreSQL, through MlflowClient -------------------
@@ -71,10 +72,16 @@ class StoreTransport:
 
         return tracking.ensure_team_experiment(self.client, self.target, team)
 
-    def allocate_number(self, team: str) -> int:
-        from labclient import tracking
+    def register(self, run_id: str) -> int:
+        """The run's number, allocated by the lab's table in this database (once), with its identity tags."""
+        from labserver.identity import register
+        from labserver.store import LabStore
 
-        return tracking.allocate_run_number(self.target, team)
+        try:
+            return register(self.client, LabStore(self.target.uri), run_id).number
+        except Exception as err:  # MLflow's own errors, and the lab table's database errors alike
+            message = " ".join(str(getattr(err, "message", err)).split())[:300]
+            raise ServerUnreachable(f"the tracking store could not number the run: {message}", "it is retried") from None
 
     def find_run(self, experiment_id: str, local_id: str) -> FoundRun | None:
         runs = self._call("search_runs", [experiment_id], _local_id_filter(local_id), max_results=1)
@@ -164,10 +171,9 @@ class HttpTransport:
             raise TrackingError(f"team {team!r} does not exist on {self.base}", "ask the server admin to run `labserver team add`")
         return found["experiment"]["experiment_id"]
 
-    def allocate_number(self, team: str) -> int:
-        from labclient.server_api import ServerApi
-
-        return ServerApi(self.target, timeout=self.timeout).allocate_run_number(team)
+    def register(self, run_id: str) -> int:
+        """The run's number, given by the server (once: asking again returns the same number)."""
+        return int(self._request("POST", routes.REGISTER_RUN, json={"run_id": run_id})["number"])
 
     def find_run(self, experiment_id: str, local_id: str) -> FoundRun | None:
         body = {"experiment_ids": [experiment_id], "filter": _local_id_filter(local_id), "max_results": 1}

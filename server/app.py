@@ -6,12 +6,13 @@ return the ASGI app, which basic-auth's own factory builds; under gunicorn or wa
 
 from __future__ import annotations
 
-import base64
-import binascii
+import asyncio
 
 from flask import Flask, g, jsonify, request
 
-from labserver import routes
+from labserver import views
+from labserver.auth import VERIFIED_HEADER, team_from_verified_header
+from labserver.frontdoor import FrontDoor
 from labserver.permissions import Decision, artifact_write_escapes_run, decide
 
 _PASS_THROUGH = (Decision.PUBLIC, Decision.AUTHENTICATED, Decision.MLFLOW, Decision.SELF_AUTHORIZING, Decision.TEAM_OWNER)
@@ -22,18 +23,19 @@ def create_app(app: Flask | None = None):
     from mlflow.server.auth import create_app as create_basic_auth_app
 
     flask_app = app or mlflow_flask_app
-    routes.register(flask_app)
+    views.register(flask_app)
     served = create_basic_auth_app(flask_app)
     # registered after basic-auth's hook, so it runs once the caller is authenticated
     flask_app.before_request(enforce_lab_rules)
-    if served is not flask_app:
-        guard_native_routes(served)
-        limit_concurrent_requests(served, store_request_limit())
-    return served
+    if served is flask_app:
+        return served
+    guard_native_routes(served)
+    return FrontDoor(served, store_slots=store_request_limit())  # `.app` is MLflow's FastAPI app
 
 
 def store_request_limit() -> int:
-    """How many requests may use MLflow's SQL store at once without exhausting its connection pool.
+    """How many requests may use MLflow's SQL store at once without exhausting its connection pool (the front
+    door's store slots).
 
     MLflow's `log_batch` holds one pooled connection and opens a second inside it (`_log_metrics`), so
     as many concurrent batches as the pool has connections each wait for a second one until the pool's
@@ -44,18 +46,6 @@ def store_request_limit() -> int:
 
     pool = (MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.get() or 5) + (MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.get() or 10)  # SQLAlchemy's defaults
     return max(pool - 1, 1)
-
-
-def limit_concurrent_requests(fastapi_app, limit: int) -> None:
-    """Requests beyond `limit` wait here, in the event loop, holding neither a thread nor a connection."""
-    import asyncio
-
-    gate = asyncio.Semaphore(limit)
-
-    @fastapi_app.middleware("http")
-    async def lab_request_gate(http_request, call_next):
-        async with gate:
-            return await call_next(http_request)
 
 
 def flask_route_decision(flask_request) -> Decision | None:
@@ -90,13 +80,27 @@ def enforce_lab_rules():
         if not hasattr(result, "username"):
             return result
         user = result.username
-    if routes.is_admin(user):
+    if views.is_admin(user):
         return None
     if decision is None:
         return _denied(f"{request.method} {request.path} has no authorization rule, so it is refused")
     if decision is Decision.ADMIN_ONLY:
         return _denied(f"only the admin can {request.method} {request.path}; teams are set up with `labserver team add`")
-    return None
+    return _identity_refusal(user)
+
+
+def _identity_refusal(user: str):
+    """Requests that would write a run's identity, or tie one team's work to another's (labserver/identity.py)."""
+    from mlflow.server.handlers import _get_tracking_store
+
+    from labserver.identity import refusal
+    from labserver.permissions import api_suffix
+
+    suffix = api_suffix(request.path)
+    if suffix is None or request.method not in ("POST", "PATCH"):
+        return None
+    reason = refusal(suffix, request.method, request.get_json(force=True, silent=True), user, _get_tracking_store())
+    return _denied(reason) if reason else None
 
 
 def native_route_decision(path: str, method: str) -> Decision | None:
@@ -120,18 +124,7 @@ def guard_native_routes(fastapi_app) -> None:
         decision = native_route_decision(http_request.url.path, http_request.method)
         if decision in _PASS_THROUGH:
             return await call_next(http_request)
-        if decision is Decision.ADMIN_ONLY and _basic_auth_admin(http_request.headers.get("authorization")):
+        team = team_from_verified_header(http_request.headers.get(VERIFIED_HEADER))
+        if decision is Decision.ADMIN_ONLY and team is not None and await asyncio.to_thread(views.is_admin, team):
             return await call_next(http_request)
         return JSONResponse({"error_code": "PERMISSION_DENIED", "message": f"{http_request.method} {http_request.url.path} is refused"}, status_code=403)
-
-
-def _basic_auth_admin(header: str | None) -> bool:
-    from labserver.auth import verify_token
-
-    if not header or not header.lower().startswith("basic "):
-        return False
-    try:
-        username, _, token = base64.b64decode(header[6:]).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return False
-    return verify_token(username, token) and routes.is_admin(username)

@@ -1,9 +1,14 @@
-"""Authentication for MLflow's basic-auth, registered as its `authorization_function`.
+"""Authentication: teams are basic-auth users, and their tokens are the passwords.
 
-Teams are basic-auth users and their tokens are the passwords. basic-auth stores scrypt hashes, which
-cost tens of milliseconds per check, and MLflow authenticates several times per request. This function
-remembers a verified token only for as long as the user's stored hash is unchanged, so a rotated or
-removed token stops working on the very next request. Repeated failures from one client are throttled.
+basic-auth stores scrypt hashes, which cost tens of milliseconds per check, and MLflow authenticates several
+times per request. `verify_token` remembers a verified token only for as long as the user's stored hash is
+unchanged, so a rotated or removed token stops working on the very next request.
+
+The front door (labserver/frontdoor.py) checks every request's credentials once, off the event loop, counts
+failures per real peer address, and then adds a header that only this process can write, naming the verified
+team. `authenticate_request`, which basic-auth calls from its Flask hook and from its FastAPI middleware (where
+the request it sees is a synthetic one without the peer's address), trusts that header. Without it, as when the
+Flask app is served on its own, it checks the credentials itself, throttled by the address Flask reports.
 """
 
 from __future__ import annotations
@@ -12,19 +17,25 @@ import hashlib
 import hmac
 import secrets
 import threading
-import time
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict
 
 from flask import Response, g, request
+from werkzeug.datastructures import Authorization
 from werkzeug.security import check_password_hash, generate_password_hash
 
-FAILURES_ALLOWED = 10  # per client address, within FAILURE_WINDOW_S
-FAILURE_WINDOW_S = 60.0
+from labserver.throttle import LoginThrottle
+
+VERIFIED_HEADER = "x-lab-verified-team"  # written by the front door only; any copy a client sends is dropped
 _CACHE_SIZE = 4096
-_KEY = secrets.token_bytes(32)  # per process: cache keys never hold a token in the clear
+_KEY = secrets.token_bytes(32)  # per process: cache keys never hold a token in the clear, and headers are signed
 _verified: OrderedDict[tuple[str, bytes], str] = OrderedDict()
-_failures: dict[str, deque] = defaultdict(deque)
 _lock = threading.Lock()
+flask_throttle = LoginThrottle()  # only for requests that did not come through the front door
+_MISSING_USER_CODES = ("RESOURCE_DOES_NOT_EXIST",)
+
+
+class StoreUnavailable(Exception):
+    """The database behind the logins did not answer: the request cannot be judged, which is not a failed login."""
 
 
 def _unauthorized(message: str, status: int = 401) -> Response:
@@ -34,27 +45,29 @@ def _unauthorized(message: str, status: int = 401) -> Response:
     return response
 
 
-def _throttled(client: str) -> bool:
-    now = time.monotonic()
-    with _lock:
-        window = _failures[client]
-        while window and now - window[0] > FAILURE_WINDOW_S:
-            window.popleft()
-        return len(window) >= FAILURES_ALLOWED
-
-
-def _record_failure(client: str) -> None:
-    with _lock:
-        _failures[client].append(time.monotonic())
-
-
-def verify_token(username: str, token: str) -> bool:
-    """Constant-time check against the stored hash, skipped when this exact hash was verified before."""
+def _stored_hash(username: str) -> str | None:
+    """The user's password hash; None for a user that does not exist; StoreUnavailable when nobody can tell."""
+    from mlflow.exceptions import MlflowException
     from mlflow.server.auth import store
 
     try:
-        stored_hash = store.get_user(username).password_hash
-    except Exception:
+        return store.get_user(username).password_hash
+    except MlflowException as err:
+        if err.error_code in _MISSING_USER_CODES:
+            return None
+        raise StoreUnavailable(f"the login database did not answer ({err.error_code})") from None
+    except (LookupError, ValueError):
+        return None
+    except Exception as err:  # a driver's OperationalError, a pool timeout, a closed socket
+        raise StoreUnavailable(f"the login database did not answer ({type(err).__name__})") from None
+
+
+def verify_token(username: str, token: str) -> bool:
+    """Constant-time check against the stored hash, skipped when this exact hash was verified before.
+
+    Raises StoreUnavailable when the database cannot say, so that an outage is never taken for a wrong token."""
+    stored_hash = _stored_hash(username)
+    if stored_hash is None:
         check_password_hash(_DUMMY_HASH, token)  # same work for unknown users: no user enumeration by timing
         return False
     key = (username, hmac.new(_KEY, token.encode(), hashlib.sha256).digest())
@@ -72,19 +85,43 @@ def verify_token(username: str, token: str) -> bool:
     return True
 
 
+def verified_header_value(team: str) -> str:
+    return f"{team}:{hmac.new(_KEY, team.encode(), hashlib.sha256).hexdigest()}"
+
+
+def team_from_verified_header(value: str | None) -> str | None:
+    """The team the front door verified, if the header is this process's own; None otherwise."""
+    if not value or ":" not in value:
+        return None
+    team = value.rsplit(":", 1)[0]
+    return team if hmac.compare_digest(verified_header_value(team), value) else None
+
+
 def authenticate_request():
-    """basic-auth's authorization_function: an `Authorization` on success, else a 401/429 response."""
+    """basic-auth's authorization_function: an `Authorization` on success, else a 401, 429 or 503 response."""
     cached = g.get("lab_authorization")
     if cached is not None:
         return cached
+    team = team_from_verified_header(request.headers.get(VERIFIED_HEADER))
+    if team is not None:
+        g.lab_authorization = Authorization("basic", {"username": team, "password": ""})
+        return g.lab_authorization
+    return _authenticate_without_front_door()
+
+
+def _authenticate_without_front_door():
     client = request.remote_addr or "unknown"
-    if _throttled(client):
+    if flask_throttle.blocked(client):
         return _unauthorized("too many failed logins from this address; wait a minute and try again", 429)
     credentials = request.authorization
     if credentials is None or not credentials.username or not credentials.password:
         return _unauthorized("log in with your team name and token (HTTP basic auth)")
-    if not verify_token(credentials.username, credentials.password):
-        _record_failure(client)
+    try:
+        accepted = verify_token(credentials.username, credentials.password)
+    except StoreUnavailable as err:
+        return _unauthorized(f"{err}; try again shortly", 503)
+    if not accepted:
+        flask_throttle.record_failure(client)
         return _unauthorized("unknown team or wrong token")
     g.lab_authorization = credentials
     return credentials

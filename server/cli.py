@@ -11,7 +11,7 @@ import sys
 import click
 
 from labserver.config import ADMIN_USERNAME, auth_environment, backend_uri, get_server_settings
-from labserver.errors import LabServerError, SchemaOutOfDate
+from labserver.errors import LabServerError, PlaceholderSecret, SchemaOutOfDate
 
 DEFAULT_PORT = 5000
 
@@ -79,27 +79,35 @@ def _quiet_libraries() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="uvicorn worker processes. One is fastest for a class: see the README.")
 @click.option("--allowed-hosts", help="Host headers to accept, for a server reached by name (MLflow's option).")
-def serve(backend_store_uri, artifacts_destination, s3_endpoint_url, host, port, workers, allowed_hosts):
+@click.option("--trusted-proxies", envvar="LAB_SERVER_TRUSTED_PROXIES",
+              help="Addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated). Default: none.")
+def serve(backend_store_uri, artifacts_destination, s3_endpoint_url, host, port, workers, allowed_hosts, trusted_proxies):
     """Serve the tracking server, the web UI and the lab plugin."""
+    from labserver import serving
+
     settings = get_server_settings()
     db_uri = backend_uri(backend_store_uri)
     destination = artifacts_destination or settings.artifacts_destination or settings.default_artifacts_destination
+    _refuse_placeholder_secrets(db_uri)
     _prepare_database(db_uri)
-    env = {**os.environ, **auth_environment(db_uri), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    os.environ.update({**auth_environment(db_uri), **serving.mlflow_environment(db_uri, destination, allowed_hosts)})
     if s3_endpoint_url:
-        env["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint_url
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--app-name", "lab",
-        "--backend-store-uri", db_uri, "--artifacts-destination", destination, "--serve-artifacts",
-        "--host", host, "--port", str(port), "--workers", str(workers),
-    ]
-    if allowed_hosts:
-        command += ["--allowed-hosts", allowed_hosts]
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint_url
     click.echo(f"labserver: store {_redact(db_uri)}, artifacts {destination}, {workers} worker(s)")
     click.echo(f"labserver: web UI at http://{host}:{port}/#/experiments?workflowType=machine_learning")
     sys.stdout.flush()
-    # exec: SIGTERM reaches MLflow's launcher, which forwards it to uvicorn for a clean shutdown
-    os.execvpe(command[0], command, env)
+    serving.run(host=host, port=port, workers=workers, trusted_proxies=trusted_proxies)
+
+
+def _refuse_placeholder_secrets(db_uri: str) -> None:
+    from labserver.config import placeholder_secrets
+
+    found = placeholder_secrets(db_uri)
+    if found:
+        raise PlaceholderSecret(
+            f"{', '.join(found)} still {'holds' if len(found) == 1 else 'hold'} a placeholder secret from .env.example",
+            "put a secret of your own in .env (for example `openssl rand -hex 32`), then start again",
+        )
 
 
 def _prepare_database(db_uri: str) -> None:
@@ -151,6 +159,7 @@ def db() -> None:
 def db_upgrade(backend_store_uri):
     """Create or migrate every schema the server needs, in the right order."""
     db_uri = backend_uri(backend_store_uri)
+    _refuse_placeholder_secrets(db_uri)
     _upgrade(db_uri)
     click.echo(f"database {_redact(db_uri)} is up to date")
 

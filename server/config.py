@@ -69,10 +69,11 @@ def secret_key(home: Path) -> str:
 
 
 def write_auth_config(home: Path, db_uri: str, cache_ttl: int) -> Path:
-    """MLflow basic-auth's ini: its users and permissions live in the same database as the runs."""
+    """MLflow basic-auth's ini: its users and permissions live in the same database as the runs. It holds the
+    database URI and its password, so only the server's user may read it (0600, also when it existed before)."""
     home.mkdir(parents=True, exist_ok=True)
     path = home / "basic_auth.ini"
-    path.write_text(
+    text = (
         "[mlflow]\n"
         "default_permission = READ\n"
         f"database_uri = {db_uri.replace('%', '%%')}\n"
@@ -80,7 +81,29 @@ def write_auth_config(home: Path, db_uri: str, cache_ttl: int) -> Path:
         "authorization_function = labserver.auth:authenticate_request\n"
         f"auth_cache_ttl_seconds = {cache_ttl}\n"
     )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
     return path
+
+
+PLACEHOLDER_MARK = "change-me"  # every secret in .env.example starts with it
+SECRET_VARIABLES = ("LAB_SERVER_ADMIN_TOKEN", "MLFLOW_FLASK_SERVER_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
+
+
+def placeholder_secrets(db_uri: str) -> list[str]:
+    """The settings that still hold a placeholder secret copied from .env.example."""
+    from sqlalchemy.engine import make_url
+
+    found = [name for name in SECRET_VARIABLES if PLACEHOLDER_MARK in os.environ.get(name, "")]
+    try:
+        password = make_url(db_uri).password or ""
+    except Exception:
+        password = ""
+    if PLACEHOLDER_MARK in str(password):
+        found.append("the database password")
+    return found
 
 
 def auth_environment(db_uri: str) -> dict[str, str]:

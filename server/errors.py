@@ -29,9 +29,13 @@ class TeamExists(LabServerError):
     error_code = "RESOURCE_ALREADY_EXISTS"
 
 
-class TeamNotFound(LabServerError):
+class NotFound(LabServerError):
     status = 404
     error_code = "RESOURCE_DOES_NOT_EXIST"
+
+
+class TeamNotFound(NotFound):
+    pass
 
 
 class Unauthenticated(LabServerError):
@@ -46,6 +50,10 @@ class PermissionDenied(LabServerError):
 
 class SchemaOutOfDate(LabServerError):
     pass
+
+
+class PlaceholderSecret(LabServerError):
+    """A secret copied unchanged from .env.example: anyone who read the example could log in."""
 
 
 class BadRequest(LabServerError):

@@ -101,12 +101,12 @@ def _row(row: dict, extra_metric: str | None) -> str:
     ]
     if extra_metric:
         value = row["value"]
-        cells.append((_number(value, "{:,.0f}" if abs(value) >= 1000 else "{:.4g}"), "num"))
+        cells.append((_number(value, "{:,.0f}" if value is not None and abs(value) >= 1000 else "{:.4g}"), "num"))
     macs = row["macs_per_sample"]
     cells += [
         (_number(row["parameters"], "{:,}"), "num"), (escape(human_count(macs)) if macs is not None else "–", "num"),
         (seconds(row["training_time_s"]), "num"), (escape(row["device"] or ""), "text"),
-        (escape(row["trained_at"].replace("T", " ")[:16]), ""),
+        (escape((row["trained_at"] or "–").replace("T", " ")[:16]), ""),
     ]
     tds = "".join(f'<td class="{kind}">{html}</td>' if kind else f"<td>{html}</td>" for html, kind in cells)
     return f'<tr data-team="{escape(row["team"])}" data-run-id="{escape(row["run_id"])}">{tds}</tr>'

@@ -27,7 +27,7 @@ _PUBLIC_PATHS = re.compile(r"^/(?:health|version|favicon\.ico|static-files/.*|st
 _PUBLIC_SUFFIXES = re.compile(r"^/mlflow/server-info$")
 _UI_PATHS = re.compile(r"^/(?:|#.*)$")
 
-# Lab routes are registered by labserver.routes; each declares its decision here.
+# Lab routes are registered by labserver.views; each declares its decision here.
 LAB_ROUTES: dict[tuple[str, str], Decision] = {}
 
 _ADMIN_ONLY_ANY_METHOD = re.compile(
@@ -46,6 +46,10 @@ _ADMIN_ONLY_WRITES = re.compile(
     r"prompt-optimization|datasets|issues|jobs|assistant|secrets|endpoints|workspaces)(?:/.*)?$"
 )
 _NON_API_ADMIN_ONLY = re.compile(r"^/(?:signup|gateway/.*|v1/traces.*)$")
+# Traces are a GenAI feature a class does not use: teams read them, only the admin writes them (which also keeps
+# a team from linking its traces to another team's run). The reads that MLflow serves as POST stay open.
+_TRACE_WRITES = re.compile(r"^/mlflow/traces(?:/(?!(?:search|batchGetInfos|batchGet|get|metrics|"
+                           r"calculate-filter-correlation)$).*)?$")
 
 
 def api_suffix(path: str) -> str | None:
@@ -77,7 +81,7 @@ def decide(
         return Decision.PUBLIC
     if _ADMIN_ONLY_ANY_METHOD.match(suffix):
         return Decision.ADMIN_ONLY
-    if method not in ("GET", "HEAD", "OPTIONS") and _ADMIN_ONLY_WRITES.match(suffix):
+    if method not in ("GET", "HEAD", "OPTIONS") and (_ADMIN_ONLY_WRITES.match(suffix) or _TRACE_WRITES.match(suffix)):
         return Decision.ADMIN_ONLY
     if self_authorizing or suffix in ("/mlflow/runs/search", "/graphql"):
         return Decision.SELF_AUTHORIZING

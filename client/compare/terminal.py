@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from labclient.compare.document import sections
+from labclient.safe_text import markup
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -24,28 +25,28 @@ def render(comparison, console: Console | None = None, all_params: bool = False)
         _render_block(console, block, all_params)
     logged = comparison.data.get("logged_run")
     if logged:
-        console.print(f"logged as {logged['name']}: {logged['url']}")
+        console.print(f"logged as {markup(logged['name'])}: {markup(logged['url'])}")
 
 
 def _render_block(console: Console, block, all_params: bool) -> None:
     kind = block[0]
     if kind == "heading":
-        console.print(f"\n[bold]{block[1]}[/]")
+        console.print(f"\n[bold]{markup(block[1])}[/]")
     elif kind == "text":
-        console.print(f"  {block[1]}")
+        console.print(f"  {markup(block[1])}")
     elif kind == "table":
-        table = Table(*block[1], show_header=True, header_style="bold", title_justify="left")
+        table = Table(*map(markup, block[1]), show_header=True, header_style="bold", title_justify="left")
         for row in block[2]:
-            table.add_row(*map(str, row))
+            table.add_row(*map(markup, row))
         console.print(table)
     elif kind == "spark":
         values = block[2]
-        console.print(f"  {block[1]:<44} {sparkline(values)}  {values[0]:.4g} -> {values[-1]:.4g}")
+        console.print(f"  {markup(block[1]):<44} {sparkline(values)}  {values[0]:.4g} -> {values[-1]:.4g}")
     elif kind == "image":
-        console.print(f"  [dim]{block[2]}: {block[1]}[/]")
+        console.print(f"  [dim]{markup(block[2])}: {markup(block[1])}[/]")
     elif kind == "details":
         if all_params:
             for child in block[2]:
                 _render_block(console, child, all_params)
         else:
-            console.print(f"  [dim]{block[1]}[/]")
+            console.print(f"  [dim]{markup(block[1])}[/]")

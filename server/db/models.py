@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, MetaData, String
+from sqlalchemy import BigInteger, Integer, MetaData, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # explicit constraint names keep migrations identical on SQLite and PostgreSQL (and batch mode able to find them)
@@ -27,3 +27,16 @@ class SqlRunCounter(Base):
     team: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_number: Mapped[int] = mapped_column(Integer, nullable=False)
     updated_at_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class SqlRegisteredRun(Base):
+    """Each run's number in its team, given once by the server: the only place a run number comes from."""
+
+    __tablename__ = "lab_runs"
+
+    run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team: Mapped[str] = mapped_column(String(64), nullable=False)
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    registered_at_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+    __table_args__ = (UniqueConstraint("team", "number"),)

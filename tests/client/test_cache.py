@@ -11,7 +11,7 @@ from exchange_support import exchange_lab, lab, one_line_error, run_of  # noqa: 
 from mlflow.tracking import MlflowClient
 
 from labclient import exchange
-from labclient.cache import ModelCache
+from labclient.cache import ModelCache, store_key
 from labclient.config import get_settings
 from labclient.errors import CorruptCacheEntry, IntegrityError, TrackingError, UnsafePickle
 
@@ -24,12 +24,18 @@ def _models(isolated_lab):
     return isolated_lab / "cache" / "models"
 
 
+def _refs(isolated_lab, uri):
+    """The refs of one tracking store: the same name on another store is another run."""
+    return _models(isolated_lab) / "refs" / store_key(uri)
+
+
 def test_layout_and_checksums(lab, isolated_lab):
     result = exchange.fetch("red/run-2")
     run = run_of(lab.uri, "red/run-2")
     root = _models(isolated_lab)
     assert result.downloaded and result.name == "red/run-2"
-    assert (root / "refs" / "red" / "run-2").read_text() == run.info.run_id
+    assert (_refs(isolated_lab, lab.uri) / "red" / "run-2").read_text() == run.info.run_id
+    assert [path.name for path in (root / "refs").iterdir()] == [store_key(lab.uri)]
     snapshot = root / "snapshots" / run.info.run_id
     assert result.path == snapshot
     weights = snapshot / "model" / "model.safetensors"
@@ -181,7 +187,7 @@ def test_ls_and_rm_keep_shared_blobs(cli, lab, isolated_lab):
     removed = cli("cache", "rm", "red/run-2")
     assert removed.exit_code == 0 and "removed 1 run(s)" in removed.output
     root = _models(isolated_lab)
-    assert not red.path.exists() and not (root / "refs" / "red" / "run-2").exists()
+    assert not red.path.exists() and not (_refs(isolated_lab, lab.uri) / "red" / "run-2").exists()
     assert shared.exists() and not (root / "blobs" / red.entry.files["model/model.safetensors"]["sha256"]).exists()
     one_line_error(cli("cache", "rm", "red/run-2"), "not in the cache")
     assert cli("cache", "rm", "--all").exit_code == 0

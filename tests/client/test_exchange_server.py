@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from labclient import spec
+from labclient.cache import store_key
 from labclient.data import load_mnist
 
 pytestmark = pytest.mark.slow
@@ -46,7 +47,7 @@ def test_fetch_compare_and_tamper_detection(cli, lab_server, isolated_lab, mnist
     blob = models / "blobs" / digest
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == digest
     team, number = red_name.split("/")
-    assert (models / "refs" / team / number).read_text().strip() == red_run.info.run_id
+    assert (models / "refs" / store_key(lab_server.url) / team / number).read_text().strip() == red_run.info.run_id
     snapshot_weights = models / "snapshots" / red_run.info.run_id / "model" / "model.safetensors"
     assert snapshot_weights.read_bytes() == blob.read_bytes()
 

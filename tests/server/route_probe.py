@@ -37,7 +37,7 @@ for template, method in flask_routes(flask_app):
     with flask_app.test_request_context(path, method=method):
         decision = flask_route_decision(request)
     print(json.dumps({"layer": "flask", "method": method, "route": template, "decision": decision and decision.value}))
-for template, method in fastapi_routes(served):
+for template, method in fastapi_routes(getattr(served, "app", served)):  # inside the front door
     decision = native_route_decision(example_path(template), method)
     print(json.dumps({"layer": "fastapi", "method": method, "route": template, "decision": decision and decision.value}))
 sys.stdout.flush()

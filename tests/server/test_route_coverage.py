@@ -36,7 +36,9 @@ def test_every_route_has_an_authorization_decision(routes):
 
 
 def test_key_routes_get_the_intended_decision(routes):
-    assert _decision(routes, "flask", "POST", "/api/2.0/lab/run-numbers") == "team-owner"
+    assert _decision(routes, "flask", "POST", "/api/2.0/lab/runs/register") == "team-owner"
+    assert _decision(routes, "flask", "POST", "/api/2.0/mlflow/traces/link-to-run") == "admin-only"  # traces: read-only
+    assert _decision(routes, "flask", "POST", "/api/3.0/mlflow/traces/search") == "mlflow"  # reading stays open
     assert _decision(routes, "flask", "GET", "/api/2.0/lab/whoami") == "authenticated"
     # the web leaderboard and its JSON twin: any team's token reads them
     assert _decision(routes, "flask", "GET", "/lab/leaderboard") == "authenticated"

@@ -57,7 +57,7 @@ FORBIDDEN_FOR_BLUE = [
     ("POST", "/api/2.0/mlflow/experiments/update", lambda e, r: {"experiment_id": e, "new_name": "blue-owns-this"}),
     ("POST", "/api/2.0/mlflow/experiments/delete", lambda e, r: {"experiment_id": e}),
     ("POST", "/api/2.0/mlflow/experiments/set-experiment-tag", lambda e, r: {"experiment_id": e, "key": "k", "value": "v"}),
-    ("POST", "/api/2.0/lab/run-numbers", lambda e, r: {"team": "red"}),
+    ("POST", "/api/2.0/lab/runs/register", lambda e, r: {"run_id": r}),
 ]
 
 
@@ -112,9 +112,10 @@ def test_unparsable_bodies_are_rejected_and_change_nothing(lab_server, red_run):
     from labserver.store import LabStore
 
     before = LabStore(lab_server.db_uri).last_run_number("red")
-    response = _api(lab_server, "red", "POST", "/api/2.0/lab/run-numbers", data=b"{not json", headers={"Content-Type": "application/json"})
+    response = _api(lab_server, "red", "POST", "/api/2.0/lab/runs/register", data=b"{not json", headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and "not a JSON object" in response.json()["message"]
-    assert _api(lab_server, "red", "POST", "/api/2.0/lab/run-numbers", json={"team": "Not A Team"}).status_code == 400
+    assert _api(lab_server, "red", "POST", "/api/2.0/lab/runs/register", json={"run_id": "../../x"}).status_code == 400
+    assert _api(lab_server, "red", "POST", "/api/2.0/lab/runs/register", json={"run_id": "0" * 32}).status_code == 404
     mlflow_route = _api(lab_server, "red", "POST", "/api/2.0/mlflow/runs/log-batch", data=b"\x00\x01garbage", headers={"Content-Type": "application/json"})
     assert mlflow_route.status_code == 400
     assert LabStore(lab_server.db_uri).last_run_number("red") == before

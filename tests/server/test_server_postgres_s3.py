@@ -9,6 +9,8 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from labserver.routes import REGISTER_RUN
+
 pytestmark = pytest.mark.slow
 
 
@@ -54,20 +56,30 @@ def test_twenty_concurrent_starts_get_distinct_gap_free_numbers(lab_server_pg_s3
     assert sorted(names) == sorted(f"swarm/run-{n}" for n in range(1, 21))
 
 
-def test_direct_allocations_under_load(lab_server_pg_s3):
+def test_direct_registrations_under_load(lab_server_pg_s3):
+    """100 runs registered by 20 concurrent clients, each run twice (a retry whose first answer was lost)."""
     lab_server_pg_s3.add_team("load")
     auth = lab_server_pg_s3.auth("load")
-    numbers, barrier = [], threading.Barrier(20)
+    client = MlflowClient(lab_server_pg_s3.url)
+    experiment_id = requests.get(lab_server_pg_s3.url + "/api/2.0/mlflow/experiments/get-by-name", auth=auth, timeout=60,
+                                 params={"experiment_name": "load"}).json()["experiment"]["experiment_id"]
+    run_ids = [requests.post(lab_server_pg_s3.url + "/api/2.0/mlflow/runs/create", json={"experiment_id": experiment_id},
+                             auth=auth, timeout=60).json()["run"]["info"]["run_id"] for _ in range(100)]
+    numbers: dict[str, set] = {run_id: set() for run_id in run_ids}
+    barrier = threading.Barrier(20)
 
-    def allocate():
+    def register(chunk):
         barrier.wait(timeout=60)
-        for _ in range(5):
-            response = requests.post(lab_server_pg_s3.url + "/api/2.0/lab/run-numbers", json={"team": "load"}, auth=auth, timeout=60)
-            numbers.append(response.json()["number"])
+        for run_id in chunk + chunk:
+            response = requests.post(lab_server_pg_s3.url + REGISTER_RUN, json={"run_id": run_id}, auth=auth, timeout=60)
+            numbers[run_id].add(response.json()["number"])
 
-    threads = [threading.Thread(target=allocate) for _ in range(20)]
+    threads = [threading.Thread(target=register, args=(run_ids[index::20],)) for index in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=180)
-    assert sorted(numbers) == list(range(1, 101))
+    assert all(len(given) == 1 for given in numbers.values())
+    assert sorted(next(iter(given)) for given in numbers.values()) == list(range(1, 101))
+    run = client.get_run(run_ids[0])
+    assert run.info.run_name == f"load/run-{next(iter(numbers[run_ids[0]]))}" and run.data.tags["lab.team"] == "load"
