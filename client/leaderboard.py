@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import sys
 from typing import Any
 
 from labclient import refs
@@ -26,6 +27,8 @@ WEIGHTS_TAG = "lab.weights.sha256"
 _LOWER_IS_BETTER = ("cost", "loss", "error", "time", "bytes", "flops", "macs", "parameters")
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 _PAGE = 200
+# what every run of `labclient train` logs: an empty board for one of these is just empty, never a typo
+PLATFORM_METRICS = ("test_accuracy", "test_cost", "train_accuracy", "train_cost", "training_time_s", "samples_per_s")
 
 
 class UnknownMetric(ConfigError):
@@ -61,7 +64,7 @@ def leaderboard_rows(client, *, metric: str = DEFAULT_METRIC, by: str = "team", 
         runs.sort(key=lambda run: run.data.metrics[metric], reverse=not lower_is_better(metric))
     else:
         runs = _ranked_runs(client, list(experiments), order, metric, limit or 20)
-    if not runs and experiments:
+    if not runs and experiments and metric not in PLATFORM_METRICS:
         _check_metric_exists(client, list(experiments), metric)
     rows = [_row(rank, run, metric, experiments, target) for rank, run in enumerate(runs, start=1)]
     return rows[:limit] if limit else rows
@@ -139,11 +142,12 @@ def _row(rank: int, run, metric: str, experiments: dict[str, str], target) -> di
 
 
 def _finite(value) -> float | None:
+    """A metric as a number that can rank, or None. MLflow's SQL store keeps an infinity as the largest float."""
     try:
         value = float(value)
     except (TypeError, ValueError):
         return None
-    return value if math.isfinite(value) else None
+    return value if math.isfinite(value) and abs(value) < sys.float_info.max else None
 
 
 def _integer(value) -> int | None:

@@ -32,8 +32,10 @@ def printable(value: object) -> str:
 
 
 def one_line(value: object) -> str:
-    """`printable`, on one line: line breaks and tabs become spaces."""
-    return " ".join(printable(value).split()) if value is not None else ""
+    """`printable`, on one line: line breaks of every kind, and tabs, become spaces."""
+    if value is None:
+        return ""
+    return " ".join(printable(" ".join(str(value).splitlines())).split())
 
 
 def markup(value: object, multiline: bool = False) -> str:

@@ -1,7 +1,8 @@
 """The `mlflow.app` plugin: MLflow's server with basic-auth, the lab's routes, and the lab's rules.
 
-`mlflow server --app-name lab` (what `labserver` runs) calls `create_app()`. Under uvicorn it must
-return the ASGI app, which basic-auth's own factory builds; under gunicorn or waitress, the Flask app.
+`labserver serve` (labserver/serving.py) and `mlflow server --app-name lab` both call `create_app()`. Under
+uvicorn it returns the ASGI app: basic-auth's FastAPI app inside the lab's front door (labserver/frontdoor.py);
+under gunicorn or waitress, the Flask app.
 """
 
 from __future__ import annotations

@@ -89,8 +89,9 @@ def serve(backend_store_uri, artifacts_destination, s3_endpoint_url, host, port,
     db_uri = backend_uri(backend_store_uri)
     destination = artifacts_destination or settings.artifacts_destination or settings.default_artifacts_destination
     _refuse_placeholder_secrets(db_uri)
-    _prepare_database(db_uri)
+    # before anything imports MLflow's basic-auth, which reads its configuration once, when first imported
     os.environ.update({**auth_environment(db_uri), **serving.mlflow_environment(db_uri, destination, allowed_hosts)})
+    _prepare_database(db_uri)
     if s3_endpoint_url:
         os.environ["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint_url
     click.echo(f"labserver: store {_redact(db_uri)}, artifacts {destination}, {workers} worker(s)")

@@ -28,7 +28,9 @@ from labserver.throttle import LoginThrottle
 
 HEALTH_PATHS = ("/health",)
 TRANSFER_PREFIXES = ("/api/2.0/mlflow-artifacts/", "/ajax-api/2.0/mlflow-artifacts/")
-MAX_BUFFERED_BODY = 32 * 1024 * 1024  # far above any MLflow REST body; artifacts stream instead
+MAX_BUFFERED_BODY = 16 * 1024 * 1024  # far above any MLflow REST body; artifacts stream instead
+BODIES_READ_PER_TEAM = 8  # bodies being read into memory at once: at most 64 x 16 MiB in all
+BODIES_READ_TOTAL = 64
 BODY_IDLE_S = 15.0  # the longest pause between two pieces of a body
 BODY_GRACE_S = 10.0  # a body may take this long, plus ...
 BODY_MIN_BYTES_PER_S = 8 * 1024  # ... one second for every 8 KiB it carries (a 1 MB body: 2 minutes)
@@ -56,7 +58,9 @@ class FairGate:
         return sum(self.held.values()) < self.slots and self.held[team] < self.per_team
 
     async def acquire(self, team: str, timeout: float) -> bool:
-        if not self._waiting and self._free_for(team):
+        # a waiter is only ever queued while its own team is at its share or every slot is taken (release() serves
+        # it the moment that changes), so a request that finds room for its team takes it at once
+        if self._free_for(team):
             self.held[team] += 1
             return True
         future = asyncio.get_running_loop().create_future()
@@ -93,6 +97,7 @@ class FrontDoor:
         self.app = app
         self.throttle = throttle or LoginThrottle()
         self.store_gate = FairGate(store_slots, max(1, store_slots // 3))
+        self.reading_gate = FairGate(BODIES_READ_TOTAL, BODIES_READ_PER_TEAM)
         self.transfer_gate = FairGate(TRANSFERS_TOTAL, TRANSFERS_PER_TEAM)
         self.public_gate = FairGate(10_000, PUBLIC_PER_ADDRESS)
         self._hashing = asyncio.Semaphore(HASH_CHECKS_AT_ONCE)
@@ -133,19 +138,21 @@ class FrontDoor:
         if buffered and _has_body(scope):
             declared = _content_length(scope)
             if declared is not None and declared > MAX_BUFFERED_BODY:
-                return await _respond(send, 413, _error("request body too large", "send at most 32 MiB"), "application/json")
+                return await _respond(send, 413, _error("request body too large", "send at most 16 MiB"), "application/json")
+            if not await self.reading_gate.acquire(holder, SLOT_WAIT_S):
+                return await _busy(send)
             try:
                 body = await limits.read_all(MAX_BUFFERED_BODY)
             except SlowBody as err:
                 return await _respond(send, 408, _error(str(err), "send the body at a steady pace"), "application/json")
+            finally:
+                self.reading_gate.release(holder)
             receive = _replay(body, receive)
         elif _has_body(scope):
             receive = limits.receive
         if not await gate.acquire(holder, SLOT_WAIT_S):
-            return await _respond(send, 503, json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE",
-                                                         "message": "the server is busy; try again shortly"}),
-                                  "application/json")
-        started = _ResponseWatch(send)
+            return await _busy(send)
+        started = _ResponseWatch(send, limits)
         try:
             await self.app(scope, receive, started.send)
         except Exception:
@@ -203,11 +210,16 @@ class BodyLimits:
 
 
 class _ResponseWatch:
-    def __init__(self, send):
-        self._send = send
+    """Passes the application's response on, unless its client was cut off for a slow body before it began: then
+    the application's own answer to the disconnect (often a 500) is dropped, and the front door answers 408."""
+
+    def __init__(self, send, limits: BodyLimits):
+        self._send, self._limits = send, limits
         self.started = False
 
     async def send(self, message):
+        if not self.started and self._limits.too_slow:
+            return
         if message["type"] == "http.response.start":
             self.started = True
         await self._send(message)
@@ -256,6 +268,11 @@ def _content_length(scope) -> int | None:
         return None
 
 
+async def _busy(send):
+    await _respond(send, 503, json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE",
+                                          "message": "the server is busy; try again shortly"}), "application/json")
+
+
 def _error(message: str, remedy: str) -> str:
     return json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": f"{message} ({remedy})"})
 
@@ -266,8 +283,11 @@ async def _refuse(send, status: int, message: str):
 
 
 async def _respond(send, status: int, body: str, content_type: str, headers: list | None = None):
+    """An answer of the front door's own. A refusal also closes the connection: the client may still be sending a
+    body nobody will read, and must not keep the socket by trickling it."""
     payload = body.encode()
+    closing = [(b"connection", b"close")] if status >= 400 else []
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode()),
-                            *(headers or [])]})
+                            *closing, *(headers or [])]})
     await send({"type": "http.response.body", "body": payload})
