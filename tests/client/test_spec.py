@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from labclient import spec
 from labtrainers import mnist_cnn, mnist_mlp
@@ -38,3 +40,52 @@ def test_custom_modules_cannot_be_described():
 
     with pytest.raises(spec.SpecError, match="cannot be described"):
         spec.describe(Mine(), (1,), 1)
+
+
+# --- state_shapes: the arithmetic that checks a spec before anything is built ---------------------------
+SMALL = st.integers(min_value=1, max_value=6)
+LAYER = st.one_of(
+    st.builds(lambda i, o, b: {"type": "Linear", "in_features": i, "out_features": o, "bias": b}, SMALL, SMALL, st.booleans()),
+    st.builds(
+        lambda i, o, k, s, p, b: {"type": "Conv2d", "in_channels": i, "out_channels": o, "kernel_size": k, "stride": s, "padding": p, "bias": b},
+        st.integers(1, 2), SMALL, st.one_of(st.integers(1, 3), st.lists(st.integers(1, 3), min_size=2, max_size=2)),
+        st.integers(1, 2), st.integers(0, 1), st.booleans(),
+    ),
+    st.builds(lambda kind, k, s: {"type": kind, "kernel_size": k, **({"stride": s} if s else {})}, st.sampled_from(["MaxPool2d", "AvgPool2d"]), st.integers(1, 3), st.integers(0, 2)),
+    st.builds(lambda kind, n: {"type": kind, "num_features": n}, st.sampled_from(["BatchNorm1d", "BatchNorm2d"]), st.integers(1, 3)),
+    st.sampled_from([{"type": kind} for kind in ("Flatten", "ReLU", "Sigmoid", "Tanh", "GELU", "Identity")] + [{"type": "Dropout", "p": 0.5}]),
+)
+INPUT = st.one_of(st.tuples(SMALL).map(list), st.tuples(st.integers(1, 2), st.integers(1, 7), st.integers(1, 7)).map(list))
+
+
+@settings(max_examples=300, deadline=None)
+@given(INPUT, st.lists(LAYER, min_size=1, max_size=5))
+def test_state_shapes_agree_with_torch(input_shape, layers):
+    """The arithmetic accepts exactly the specs torch can build and run, with torch's parameter shapes:
+    fetch refuses what it refuses, so it must never refuse a model that works."""
+    described = {"format": spec.SPEC_FORMAT, "input_shape": input_shape, "num_classes": 2, "layers": layers}
+    try:  # torch alone, without the spec module's checks
+        model = torch.nn.Sequential(*(getattr(torch.nn, layer["type"])(**{k: v for k, v in layer.items() if k != "type"}) for layer in layers))
+        with torch.no_grad():
+            model.eval()(torch.zeros(3, *input_shape))
+        torch_error = None
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        torch_error = err
+    try:
+        shapes = spec.state_shapes(described)
+    except spec.SpecError as err:
+        assert torch_error is not None, f"refused a spec torch runs: {err}"
+        return
+    assert torch_error is None, f"accepted a spec torch cannot run: {torch_error}"
+    assert shapes == {name: tuple(value.shape) for name, value in model.state_dict().items()}
+
+
+def test_state_shapes_refuse_huge_activations_and_bad_arguments():
+    conv = {"format": spec.SPEC_FORMAT, "input_shape": [1, 28, 28], "layers": [{"type": "Conv2d", "in_channels": 1, "out_channels": 100_000, "kernel_size": 1}]}
+    with pytest.raises(spec.SpecError, match="values per sample"):
+        spec.state_shapes(conv)
+    linear = {"format": spec.SPEC_FORMAT, "layers": [{"type": "Linear", "in_features": 32768.0, "out_features": 4}]}
+    with pytest.raises(spec.SpecError, match="not a positive whole number"):
+        spec.state_shapes(linear)
+    huge = {"format": spec.SPEC_FORMAT, "layers": [{"type": "Linear", "in_features": 32768, "out_features": 32768}] * 10}
+    assert spec.state_shapes(huge)["9.weight"] == (32768, 32768)  # computed, never allocated
