@@ -12,8 +12,8 @@ objects already on the stack can be replaced. A refused file must leave the proc
 - BUILD (setattr / `__setstate__` on whatever is on the stack) applies only to objects this unpickler made
   itself: stand-in instances, arrays it reconstructed (once each), and pending dtypes; never to a class or a
   function. numpy's `dtype.__setstate__` is never called with team data (it accepts structured dtypes whose
-  fields lie outside the item, and arrays of those read and write out of bounds): a dtype is built here from
-  a validated type code and byte order.
+  fields lie outside the item, and arrays of those read and write out of bounds): labclient.pickle_numpy builds
+  the dtype from a validated type code and byte order.
 - REDUCE, NEWOBJ, INST and OBJ call only the callables of the allow-list; APPEND(S), SETITEM(S) and ADDITEMS
   fill only the plain containers the pickle built; the extension registry and persistent ids are refused.
 - Everything an allowed callable copies is charged to budgets sized by the file, so a small file cannot
@@ -37,6 +37,7 @@ from labclient.pickle_numpy import (
 MAX_ARRAY_BYTES_OVER_FILE = 1 << 20  # array data the unpickler may rebuild beyond the file's own size
 MAX_ITEMS_OVER_FILE = 1 << 20  # container items allowed callables may copy beyond the file's size in bytes
 MAX_NODES = 1_000_000
+MAX_STAND_INS = 64  # distinct classes outside the allow-list one pickle may name: a network names one or two
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
@@ -88,6 +89,7 @@ class SafeUnpickler(pickle._Unpickler):
         self.items_left = file_size + MAX_ITEMS_OVER_FILE
         self.unbuilt_arrays: dict[int, np.ndarray] = {}  # arrays from _reconstruct that await their one BUILD
         self.raw_used: dict[int, bytes] = {}  # data an array BUILD took; held so that ids stay unique
+        self.stand_ins: dict[tuple[str, str], type] = {}  # one class per name: a class costs a kilobyte, a GLOBAL ten bytes
         self.allowed = {
             ("numpy", "ndarray"): _ArrayType,
             ("numpy", "dtype"): self._dtype,
@@ -110,7 +112,13 @@ class SafeUnpickler(pickle._Unpickler):
         # Python 2 names (copy_reg, __builtin__) that protocol 0-2 pickles use, mapped as pickle itself does
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        return self.allowed.get((module, name)) or _stand_in(module, name)
+        if (module, name) in self.allowed:
+            return self.allowed[(module, name)]
+        if (module, name) not in self.stand_ins:
+            if len(self.stand_ins) >= MAX_STAND_INS:
+                raise UnsafePickle(f"{module}.{name}", f"refused to load a pickle that names more than {MAX_STAND_INS} classes outside the allow-list")
+            self.stand_ins[(module, name)] = _stand_in(module, name)
+        return self.stand_ins[(module, name)]
 
     def persistent_load(self, pid):
         raise UnsafePickle("persistent_load", "refused to load a pickle that uses persistent ids (not plain parameters)")
