@@ -106,6 +106,15 @@ def state_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The shape of each parameter and buffer of the model a spec describes, in `state_dict` order, without
     building it. Also checks each layer against the output of the one before (from `input_shape`, when the
     spec gives it) and that no layer's input or output holds more than MAX_ACTIVATION_ELEMENTS per sample."""
+    return _analyse(spec)[0]
+
+
+def output_shapes(spec: dict[str, Any]) -> list[tuple[int, ...]]:
+    """One sample's shape after each layer, by arithmetic; empty when the spec gives no input_shape."""
+    return _analyse(spec)[1]
+
+
+def _analyse(spec: dict[str, Any]) -> tuple[dict[str, tuple[int, ...]], list[tuple[int, ...]]]:
     if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
         raise SpecError(f"model spec is not in {SPEC_FORMAT} format", "re-export it with labclient")
     layers = spec.get("layers")
@@ -113,6 +122,7 @@ def state_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         raise SpecError("model spec has no layers")
     flowing = _input_shape(spec.get("input_shape"))
     shapes: dict[str, tuple[int, ...]] = {}
+    outputs: list[tuple[int, ...]] = []
     for index, layer in enumerate(layers):
         kind = layer.get("type") if isinstance(layer, dict) else None
         if kind not in LAYERS:
@@ -122,7 +132,8 @@ def state_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         if flowing is not None:
             flowing = _output(index, kind, args, flowing)
             _check_size(f"the output of layer {index} ({kind})", flowing)
-    return shapes
+            outputs.append(flowing)
+    return shapes, outputs
 
 
 def _input_shape(value) -> tuple[int, ...] | None:

@@ -64,20 +64,24 @@ def test_state_shapes_agree_with_torch(input_shape, layers):
     """The arithmetic accepts exactly the specs torch can build and run, with torch's parameter shapes:
     fetch refuses what it refuses, so it must never refuse a model that works."""
     described = {"format": spec.SPEC_FORMAT, "input_shape": input_shape, "num_classes": 2, "layers": layers}
-    try:  # torch alone, without the spec module's checks
+    outputs, torch_error = [], None
+    try:  # torch alone, without the spec module's checks, layer by layer
         model = torch.nn.Sequential(*(getattr(torch.nn, layer["type"])(**{k: v for k, v in layer.items() if k != "type"}) for layer in layers))
+        value = torch.zeros(3, *input_shape)
         with torch.no_grad():
-            model.eval()(torch.zeros(3, *input_shape))
-        torch_error = None
+            for layer in model.eval():
+                value = layer(value)
+                outputs.append(tuple(value.shape[1:]))
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         torch_error = err
     try:
-        shapes = spec.state_shapes(described)
+        shapes, flow = spec.state_shapes(described), spec.output_shapes(described)
     except spec.SpecError as err:
         assert torch_error is not None, f"refused a spec torch runs: {err}"
         return
     assert torch_error is None, f"accepted a spec torch cannot run: {torch_error}"
     assert shapes == {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    assert flow == outputs
 
 
 def test_state_shapes_refuse_huge_activations_and_bad_arguments():
