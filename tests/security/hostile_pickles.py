@@ -83,3 +83,9 @@ def aliased_arrays(names: int, elements: int) -> bytes:
     get = pickle.LONG_BINGET + struct.pack("<I", index)
     entries = text("w0") + array + pickle.MEMOIZE + b"".join(text(f"w{i}") + get for i in range(1, names))
     return pickle.PROTO + b"\x04" + pickle.MARK + entries + pickle.DICT + pickle.STOP
+
+
+def many_classes(count: int) -> bytes:
+    """GLOBAL of `count` distinct unknown classes: each became a stand-in class of about a kilobyte."""
+    body = b"".join(glob("m", f"C{index}") + pickle.POP for index in range(count))
+    return stop(body + pickle.EMPTY_DICT)

@@ -100,6 +100,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "oob.pkl": hostile_pickles.out_of_bounds_array(),
         "disguised/model.safetensors": hostile_pickles.out_of_bounds_array(),  # the format is told by content
         "aliased.pkl": hostile_pickles.aliased_arrays(100_000, 1 << 17),  # 100,000 names for one 1 MiB array
+        "classes.pkl": hostile_pickles.many_classes(200_000),
     }
     for name, content in made.items():
         (folder / name).write_bytes(content)
@@ -242,6 +243,7 @@ def test_push_refuses_and_makes_no_run(store, files, name, arch, fragment):
         ("aliased.pkl", ATTACKS["aliased arrays"]),
         ("views.pt", ATTACKS["stride-0 views"]),
         ("overlap.safetensors", ATTACKS["overlapping safetensors"]),
+        ("classes.pkl", "names more than 64 classes outside the allow-list"),
     ],
 )
 def test_loaders_refuse_in_a_fresh_interpreter(files, function, name, fragment):
@@ -323,7 +325,7 @@ def test_fuzzed_pickles_never_crash_the_loader_or_yield_other_types(tmp_path):
     """Random opcode streams over the allow-list (see pickle_fuzz.py), in a child: it must exit 0."""
     seed = random.randrange(1 << 32)
     last = tmp_path / "last-stream.hex"
-    result = subprocess.run([sys.executable, str(HERE / "pickle_fuzz.py"), "300", str(seed), str(last)], capture_output=True, text=True, timeout=280)
+    result = subprocess.run([sys.executable, str(HERE / "pickle_fuzz.py"), "500", str(seed), str(last)], capture_output=True, text=True, timeout=280)
     stream = last.read_text() if last.exists() else "(none)"
     assert result.returncode == 0, (
         f"exit status {result.returncode} with seed {seed}; the last stream loaded (hex): {stream}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
