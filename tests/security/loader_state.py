@@ -16,7 +16,12 @@ def snapshot() -> dict:
             if isinstance(value, type) and value.__module__ == module.__name__:
                 state[f"{module.__name__}.{name}"] = dict(vars(value))
             elif inspect.isfunction(value):
-                state[f"{module.__name__}.{name}"] = (value.__code__, value.__defaults__, value.__kwdefaults__, dict(value.__dict__))
+                state[f"{module.__name__}.{name}"] = (
+                    value.__code__,
+                    value.__defaults__,
+                    value.__kwdefaults__,
+                    dict(value.__dict__),
+                )
     return state
 
 

@@ -5,7 +5,8 @@ Team mallory uploads hostile weights to a real store (the embedded SQLite store,
 run API); the victim's `labclient fetch`, `compare` and `push`, and `inspect_weights` / `read_weights` in a
 fresh interpreter, must refuse each file with exactly one `error:` line. A crash shows as the child's exit
 status (134 or 139 before the fix), so every loader runs in a child, and every child runs with its address
-space capped at 3 GiB: an allocation the checks should have prevented fails loudly instead of succeeding.
+space capped (3 GiB; 2 GiB for the wide model): an allocation the checks should have prevented fails loudly
+instead of succeeding. The attacker's files are built in hostile_files.py; pickle_fuzz.py is the fuzzer.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from . import hostile_pickles
+from . import hostile_files
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,10 @@ HERE = Path(__file__).parent
 LIMIT = 3 << 30  # a labclient child needs about 1 GiB of address space; one of the 4 GiB layers cannot fit
 CRASHES = {134, 139, -6, -11}  # SIGABRT (free(): corrupted unsorted chunks) and SIGSEGV, as status or signal
 LABCLIENT = str(Path(sys.executable).parent / "labclient")
-_LIMITED = "import os, resource, sys; resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]),) * 2); os.execv(sys.argv[2], sys.argv[2:])"
+_LIMITED = (
+    "import os, resource, sys; resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]),) * 2); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 _LOADER = """
 import sys
 from labclient import loading
@@ -43,15 +47,32 @@ except LabError as err:
     sys.exit(f"error: {err.one_line()}")
 print("loaded", len(weights.tensors), "tensors")
 """
+# digits through one padded 1x1 convolution: 90 x 104 x 104 = 973,440 values per sample, from 1.1k parameters
+WIDE_SPEC = {
+    "format": "labspec/1",
+    "input_shape": [1, 8, 8],
+    "num_classes": 10,
+    "layers": [
+        {"type": "Conv2d", "in_channels": 1, "out_channels": 90, "kernel_size": 1, "padding": 48},
+        {"type": "MaxPool2d", "kernel_size": 104},
+        {"type": "Flatten"},
+        {"type": "Linear", "in_features": 90, "out_features": 10},
+    ],
+}
+WIDE_VALUES = 90 * 104 * 104
 HUGE_SPEC = {  # 10 x Linear(32768, 32768): 4 GiB of float32 per layer, in well under a kilobyte
-    "format": "labspec/1", "input_shape": [32768], "num_classes": 10,
+    "format": "labspec/1",
+    "input_shape": [32768],
+    "num_classes": 10,
     "layers": [{"type": "Linear", "in_features": 32768, "out_features": 32768, "bias": False} for _ in range(10)],
 }
 
 
-def limited(*argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run a command in a child capped at LIMIT bytes of address space; it inherits this test's LAB_* settings."""
-    return subprocess.run([sys.executable, "-c", _LIMITED, str(LIMIT), *argv], capture_output=True, text=True, timeout=timeout)
+def limited(*argv: str, timeout: float = 240, limit: int = LIMIT) -> subprocess.CompletedProcess:
+    """Run a command in a child capped at `limit` bytes of address space; it inherits this test's LAB_* settings."""
+    return subprocess.run(
+        [sys.executable, "-c", _LIMITED, str(limit), *argv], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def in_child(function: str, path: Path) -> subprocess.CompletedProcess:
@@ -61,7 +82,9 @@ def in_child(function: str, path: Path) -> subprocess.CompletedProcess:
 def refused(result: subprocess.CompletedProcess, *fragments: str) -> str:
     """A non-zero exit that is no crash, exactly one `error:` line from a typed error, and no traceback."""
     output = result.stdout + result.stderr
-    assert result.returncode > 0 and result.returncode not in CRASHES, f"exit status {result.returncode}:\n{output[-3000:]}"
+    assert result.returncode > 0 and result.returncode not in CRASHES, (
+        f"exit status {result.returncode}:\n{output[-3000:]}"
+    )
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output[-3000:]
     assert "Traceback" not in output and "LAB_DEBUG" not in errors[0], output[-3000:]  # LAB_DEBUG: an untyped error
@@ -71,42 +94,21 @@ def refused(result: subprocess.CompletedProcess, *fragments: str) -> str:
 
 
 # --- the hostile files ------------------------------------------------------------------------------------
-def _small_safetensors(path: Path) -> Path:
-    """2.6 kB of real tensors: ten (4, 16) float32 matrices named like the huge spec's layers."""
-    save_file({f"{index}.weight": torch.ones(4, 16) for index in range(10)}, str(path))
-    return path
-
-
-def _stride_zero_views(path: Path) -> Path:
-    """Ten 32768 x 32768 tensors that are views of one 4-byte storage: torch.save keeps views, so 1.7 kB."""
-    one = torch.zeros(1)
-    torch.save({f"{index}.weight": one.expand(32768, 32768) for index in range(10)}, path)
-    return path
-
-
-def _overlapping_safetensors(path: Path) -> Path:
-    """Two tensors over the same 1 MiB of data: each reader that copies them pays twice."""
-    entry = {"dtype": "F32", "shape": [262144], "data_offsets": [0, 1 << 20]}
-    header = json.dumps({"a": entry, "b": entry}).encode()
-    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * (1 << 20))
-    return path
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("hostile")
     (folder / "disguised").mkdir()
     made = {
-        "oob.pkl": hostile_pickles.out_of_bounds_array(),
-        "disguised/model.safetensors": hostile_pickles.out_of_bounds_array(),  # the format is told by content
-        "aliased.pkl": hostile_pickles.aliased_arrays(100_000, 1 << 17),  # 100,000 names for one 1 MiB array
-        "classes.pkl": hostile_pickles.many_classes(200_000),
+        "oob.pkl": hostile_files.out_of_bounds_array(),
+        "disguised/model.safetensors": hostile_files.out_of_bounds_array(),  # the format is told by content
+        "aliased.pkl": hostile_files.aliased_arrays(100_000, 1 << 17),  # 100,000 names for one 1 MiB array
+        "classes.pkl": hostile_files.many_classes(200_000),
     }
     for name, content in made.items():
         (folder / name).write_bytes(content)
-    _small_safetensors(folder / "small.safetensors")
-    _stride_zero_views(folder / "views.pt")
-    _overlapping_safetensors(folder / "overlap.safetensors")
+    hostile_files.small_safetensors(folder / "small.safetensors")
+    hostile_files.stride_zero_views(folder / "views.pt")
+    hostile_files.overlapping_safetensors(folder / "overlap.safetensors")
     (folder / "huge-spec.json").write_text(json.dumps(HUGE_SPEC))
     (folder / "good.pkl").write_bytes(pickle.dumps(_textbook(0)))
     assert (folder / "aliased.pkl").stat().st_size < 4 << 20 and (folder / "views.pt").stat().st_size < 4096
@@ -137,7 +139,13 @@ def _upload(run_files: dict[str, Path], folder: Path, weights_tag: bool) -> str:
             run.log_artifact(local, "model")
         if weights_tag:
             data = (folder / "model.safetensors").read_bytes()
-            run.set_tags({"lab.weights.sha256": hashlib.sha256(data).hexdigest(), "lab.weights.bytes": len(data), "lab.weights.format": "safetensors"})
+            run.set_tags(
+                {
+                    "lab.weights.sha256": hashlib.sha256(data).hexdigest(),
+                    "lab.weights.bytes": len(data),
+                    "lab.weights.format": "safetensors",
+                }
+            )
     return run.name
 
 
@@ -149,7 +157,11 @@ def store_home(tmp_path_factory, files) -> Store:
     root = tmp_path_factory.mktemp("store")
     home = root / "store"
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in {"LAB_HOME": home, "LAB_CACHE_DIR": root / "cache", "LAB_CONFIG": root / "config.toml"}.items():
+        for key, value in {
+            "LAB_HOME": home,
+            "LAB_CACHE_DIR": root / "cache",
+            "LAB_CONFIG": root / "config.toml",
+        }.items():
             patch.setenv(key, str(value))
         patch.delenv("LAB_TRACKING_URI", raising=False)
         reset_settings()
@@ -167,7 +179,23 @@ def store_home(tmp_path_factory, files) -> Store:
             "aliased arrays": ({"weights.pkl": files["aliased.pkl"]}, False),
             "overlapping safetensors": ({"model.safetensors": files["overlap.safetensors"]}, True),
         }
-        runs = {attack: _upload(run_files, root / f"upload-{index}", tagged) for index, (attack, (run_files, tagged)) in enumerate(uploads.items())}
+        runs = {
+            attack: _upload(run_files, root / f"upload-{index}", tagged)
+            for index, (attack, (run_files, tagged)) in enumerate(uploads.items())
+        }
+        wide = root / "wide" / "wide.safetensors"
+        wide.parent.mkdir()
+        save_file(
+            {
+                "0.weight": torch.randn(90, 1, 1, 1),
+                "0.bias": torch.randn(90),
+                "3.weight": torch.randn(10, 90),
+                "3.bias": torch.randn(10),
+            },
+            str(wide),
+        )
+        (root / "wide" / "spec.json").write_text(json.dumps(WIDE_SPEC))
+        runs["wide activations"] = push(wide, "mallory", arch=str(root / "wide" / "spec.json"), dataset="digits").name
         reset_settings()
     return Store(home, runs)
 
@@ -211,9 +239,23 @@ def test_fetch_refuses_and_caches_nothing(store, isolated_lab, attack):
     assert not _cached_runs(isolated_lab)
 
 
-@pytest.mark.parametrize("attack", ["out-of-bounds dtype", "spec larger than weights", "stride-0 views", "aliased arrays"])
+@pytest.mark.parametrize(
+    "attack", ["out-of-bounds dtype", "spec larger than weights", "stride-0 views", "aliased arrays"]
+)
 def test_compare_refuses(store, attack):
     refused(limited(LABCLIENT, "compare", store.runs[attack], "red/run-1"), ATTACKS[attack])
+
+
+def test_compare_bounds_the_activations_of_a_tiny_wide_model(store):
+    """A 4.5 kB model whose one layer outputs a million values per sample: compare runs it in slices that fit its
+    activation budget, well inside 2 GiB; its batch of 1000 (all 360 held-out digits) asked for 1.4 GB at once."""
+    from labclient.compare.evaluate import ACTIVATION_BUDGET
+
+    result = limited(LABCLIENT, "compare", store.runs["wide activations"], "red/run-1", "--json", limit=2 << 30)
+    assert result.returncode == 0, f"exit status {result.returncode}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+    report = json.loads(result.stdout)
+    assert report["compute"]["a"]["latency_batch_size"] == ACTIVATION_BUDGET // WIDE_VALUES
+    assert report["compute"]["b"]["latency_batch_size"] == 256 and report["evaluation"]["samples"] > 300
 
 
 @pytest.mark.parametrize(
@@ -253,7 +295,7 @@ def test_loaders_refuse_in_a_fresh_interpreter(files, function, name, fragment):
 def test_a_plain_dtype_with_a_structured_state_is_refused(tmp_path):
     """numpy's own spelling is refused by its code ('V8'); this one reaches the BUILD of the dtype's state."""
     path = tmp_path / "weights.pkl"
-    path.write_bytes(hostile_pickles.out_of_bounds_array(code="f8"))
+    path.write_bytes(hostile_files.out_of_bounds_array(code="f8"))
     refused(in_child("read_weights", path), "structured or altered numpy dtype")
 
 
@@ -303,30 +345,38 @@ print("unchanged")
 def test_refused_pickles_leave_the_loader_as_it_was(files, tmp_path):
     """BUILD on an allow-listed class or function, with slots (setattr) or a dict (its __dict__): each file is
     refused, the loader's classes and functions are what they were, and a good file still loads correctly."""
-    ordered_dict = hostile_pickles.glob("collections", "OrderedDict")
+    ordered_dict = hostile_files.glob("collections", "OrderedDict")
     attacks = [
         ("numpy", "ndarray", "__init__", ordered_dict, True),  # what replaced _ArrayType.__init__
-        ("numpy", "dtype", "__defaults__", hostile_pickles.tup(), True),
+        ("numpy", "dtype", "__defaults__", hostile_files.tup(), True),
         ("_codecs", "encode", "__kwdefaults__", pickle.EMPTY_DICT, True),
-        ("copyreg", "_reconstructor", "lab_global", hostile_pickles.text("x"), False),
+        ("copyreg", "_reconstructor", "lab_global", hostile_files.text("x"), False),
         ("numpy.core.numeric", "_frombuffer", "__wrapped__", ordered_dict, False),
         ("numpy.core.multiarray", "_reconstruct", "__init__", ordered_dict, True),
-        ("builtins", "complex", "__defaults__", hostile_pickles.tup(hostile_pickles.integer(1)), True),
+        ("builtins", "complex", "__defaults__", hostile_files.tup(hostile_files.integer(1)), True),
     ]
     paths = []
     for index, attack in enumerate(attacks):
         paths.append(tmp_path / f"attack-{index}.pkl")
-        paths[-1].write_bytes(hostile_pickles.build_on(*attack))
+        paths[-1].write_bytes(hostile_files.build_on(*attack))
     result = limited(sys.executable, "-c", _UNCHANGED, str(HERE), str(files["good.pkl"]), *map(str, paths))
-    assert result.returncode == 0 and "unchanged" in result.stdout, f"exit {result.returncode}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+    assert result.returncode == 0 and "unchanged" in result.stdout, (
+        f"exit {result.returncode}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+    )
 
 
 def test_fuzzed_pickles_never_crash_the_loader_or_yield_other_types(tmp_path):
     """Random opcode streams over the allow-list (see pickle_fuzz.py), in a child: it must exit 0."""
     seed = random.randrange(1 << 32)
     last = tmp_path / "last-stream.hex"
-    result = subprocess.run([sys.executable, str(HERE / "pickle_fuzz.py"), "500", str(seed), str(last)], capture_output=True, text=True, timeout=280)
+    result = subprocess.run(
+        [sys.executable, str(HERE / "pickle_fuzz.py"), "500", str(seed), str(last)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     stream = last.read_text() if last.exists() else "(none)"
     assert result.returncode == 0, (
-        f"exit status {result.returncode} with seed {seed}; the last stream loaded (hex): {stream}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        f"exit status {result.returncode} with seed {seed}; the last stream loaded (hex): {stream}\n"
+        f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
     )

@@ -1,10 +1,13 @@
-"""Hand-assembled hostile pickles: what an attacker uploads as weights. Built from pickle's opcodes,
-never from real objects, so each file says exactly which opcodes reach the loader."""
+"""What an attacker uploads as weights. The pickles are assembled from pickle's opcodes, never from real
+objects, so each file says exactly which opcodes reach the loader; the other files are built with the
+libraries' own writers."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
+from pathlib import Path
 
 
 def text(value: str) -> bytes:
@@ -35,7 +38,11 @@ def tup(*items: bytes) -> bytes:
 def dtype(code: str, state: bytes | None = None) -> bytes:
     """numpy.dtype(code, False, True) with a BUILD state; by default numpy's own state for a plain dtype."""
     order = "|" if code[-1:] == "1" else "<"
-    state = state if state is not None else tup(integer(3), text(order), pickle.NONE, pickle.NONE, pickle.NONE, integer(-1), integer(-1), integer(0))
+    state = (
+        state
+        if state is not None
+        else tup(integer(3), text(order), pickle.NONE, pickle.NONE, pickle.NONE, integer(-1), integer(-1), integer(0))
+    )
     return call(glob("numpy", "dtype"), text(code), pickle.NEWFALSE, pickle.NEWTRUE) + state + pickle.BUILD
 
 
@@ -89,3 +96,29 @@ def many_classes(count: int) -> bytes:
     """GLOBAL of `count` distinct unknown classes: each became a stand-in class of about a kilobyte."""
     body = b"".join(glob("m", f"C{index}") + pickle.POP for index in range(count))
     return stop(body + pickle.EMPTY_DICT)
+
+
+def small_safetensors(path: Path) -> Path:
+    """2.6 kB of real tensors: ten (4, 16) float32 matrices named like the huge spec's layers."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({f"{index}.weight": torch.ones(4, 16) for index in range(10)}, str(path))
+    return path
+
+
+def stride_zero_views(path: Path) -> Path:
+    """Ten 32768 x 32768 tensors that are views of one 4-byte storage: torch.save keeps views, so 1.7 kB."""
+    import torch
+
+    one = torch.zeros(1)
+    torch.save({f"{index}.weight": one.expand(32768, 32768) for index in range(10)}, path)
+    return path
+
+
+def overlapping_safetensors(path: Path) -> Path:
+    """Two tensors over the same 1 MiB of data: each reader that copies them pays twice."""
+    entry = {"dtype": "F32", "shape": [262144], "data_offsets": [0, 1 << 20]}
+    header = json.dumps({"a": entry, "b": entry}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * (1 << 20))
+    return path
