@@ -127,9 +127,10 @@ def _download(client, cache: ModelCache, run, tracking_uri: str, on_progress: Pr
             local = _download_file(client, run.info.run_id, artifact_path, scratch / "files", plan.sizes.get(artifact_path, 0), on_progress)
             verified[artifact_path] = cache.verify_download(local, expected, f"{name}: {artifact_path}")
         weights = inspect_weights(verified[plan.weights].path)  # hostile or broken files stop here, outside the cache
-        spec = _read_json(verified["model/spec.json"].path, "model/spec.json") if "model/spec.json" in verified else None
-        if (spec or weights.spec) is not None:
-            fit_tensors(spec or weights.spec, weights.tensors)  # so does a spec that does not fit the weights
+        spec_file = verified.get("model/spec.json")
+        spec = (_read_json(spec_file.path, "model/spec.json") if spec_file else None) or weights.spec
+        if spec is not None:
+            fit_tensors(spec, weights.tensors)  # so does a spec that does not fit the weights
         meta = _metadata(client, run, plan, weights, tracking_uri)
         return cache.commit(run.info.run_id, verified, meta)
 
@@ -319,7 +320,10 @@ def _read_json(path: Path, artifact_path: str) -> dict | None:
     try:
         size = path.stat().st_size
         if size > MAX_SIDE_FILE_BYTES:
-            raise ArchitectureError(f"{artifact_path} is {size:,} bytes, too large for a model spec or config", "ask its team to upload the run again")
+            raise ArchitectureError(
+                f"{artifact_path} is {size:,} bytes, too large for a model spec or config",
+                "ask its team to upload the run again",
+            )
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None

@@ -47,7 +47,10 @@ def torch_spans(file_name: str, tensors: dict[str, Any]) -> list[Span]:
     spans = []
     for name, tensor in tensors.items():
         if tensor.layout != torch.strided or tensor.is_quantized:
-            raise WeightsFormatError(f"{file_name}: tensor {name!r} is {tensor.layout} {tensor.dtype}, not a plain dense tensor", "save model.state_dict() with torch.save")
+            raise WeightsFormatError(
+                f"{file_name}: tensor {name!r} is {tensor.layout} {tensor.dtype}, not a plain dense tensor",
+                "save model.state_dict() with torch.save",
+            )
         size = tensor.element_size()
         spans.append(span(name, tensor.data_ptr(), tensor.shape, [stride * size for stride in tensor.stride()], size))
     return spans
@@ -58,7 +61,8 @@ def check_spans(file_name: str, spans: list[Span], capacity: int) -> None:
     for item in spans:
         if item.nbytes > item.high - item.low:
             raise WeightsFormatError(
-                f"{file_name}: tensor {item.name!r} repeats its own data ({item.nbytes:,} bytes from {item.high - item.low:,}: a view with stride 0?)",
+                f"{file_name}: tensor {item.name!r} repeats its own data "
+                f"({item.nbytes:,} bytes from {item.high - item.low:,}: a view with stride 0?)",
                 "save plain tensors (model.state_dict()) and do not use this file",
             )
     previous = None
@@ -72,13 +76,17 @@ def check_spans(file_name: str, spans: list[Span], capacity: int) -> None:
             previous = item
     total = sum(item.nbytes for item in spans)
     if total > capacity:
-        raise WeightsFormatError(f"{file_name}: its tensors claim {total:,} bytes but the file holds only {capacity:,}", "the file is hostile or broken; do not use it")
+        raise WeightsFormatError(
+            f"{file_name}: its tensors claim {total:,} bytes but the file holds only {capacity:,}",
+            "the file is hostile or broken; do not use it",
+        )
 
 
 # --- the spec against the tensors ------------------------------------------------------------------------
 def tensor_shapes(tensors: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Shapes of numpy arrays, torch tensors, or the (dtype, shape) pairs a safetensors header gives."""
-    return {name: tuple(int(dim) for dim in (value[1] if isinstance(value, tuple) else value.shape)) for name, value in tensors.items()}
+    return {name: tuple(int(dim) for dim in (value[1] if isinstance(value, tuple) else value.shape))
+            for name, value in tensors.items()}
 
 
 def fit_tensors(spec: Any, tensors: dict[str, Any]) -> dict[str, str]:
@@ -89,7 +97,9 @@ def fit_tensors(spec: Any, tensors: dict[str, Any]) -> dict[str, str]:
     try:
         expected = state_shapes(spec)
     except SpecError as err:
-        raise ArchitectureError(f"the model spec cannot be built: {err}", "check the spec (see 'Model spec' in the README)") from None
+        raise ArchitectureError(
+            f"the model spec cannot be built: {err}", "check the spec (see 'Model spec' in the README)"
+        ) from None
     return match_names(expected, tensor_shapes(tensors))
 
 
@@ -111,7 +121,10 @@ def match_names(expected: dict[str, tuple], found: dict[str, tuple]) -> dict[str
     unexpected = [name for name in found if name not in expected]
     shapes = [f"{n} {found[n]} vs {expected[n]}" for n in expected if n in found and found[n] != expected[n]]
     detail = "; ".join(filter(None, [
-        f"missing {', '.join(missing[:4])}" if missing else "", f"unexpected {', '.join(unexpected[:4])}" if unexpected else "",
+        f"missing {', '.join(missing[:4])}" if missing else "",
+        f"unexpected {', '.join(unexpected[:4])}" if unexpected else "",
         f"shape mismatch {', '.join(shapes[:3])}" if shapes else "",
     ]))
-    raise ArchitectureError(f"the weights do not fit the model spec ({detail})", "pass the matching architecture with --arch")
+    raise ArchitectureError(
+        f"the weights do not fit the model spec ({detail})", "pass the matching architecture with --arch"
+    )

@@ -96,15 +96,23 @@ def detect_format(path: Path) -> str:
     actual = _sniff(head, path.stat().st_size)
     declared = SUFFIX_FORMATS.get(path.suffix.lower())
     if actual and declared and actual != declared:
-        if declared == "torch" and head[:4] == b"\x80\x02\x8a\x0a" and int.from_bytes(head[4:14], "little") == safe_pickle.TORCH_LEGACY_MAGIC:
-            raise WeightsFormatError(f"{path.name} is in PyTorch's pre-1.6 serialization format", "re-save it with torch.save (zip format) or as safetensors")
+        magic = int.from_bytes(head[4:14], "little")  # pickle protocol 2, then LONG1 of 10 bytes: torch's legacy format
+        legacy = head[:4] == b"\x80\x02\x8a\x0a" and magic == safe_pickle.TORCH_LEGACY_MAGIC
+        if declared == "torch" and legacy:
+            raise WeightsFormatError(
+                f"{path.name} is in PyTorch's pre-1.6 serialization format",
+                "re-save it with torch.save (zip format) or as safetensors",
+            )
         raise WeightsFormatError(
             f"{path.name} is named as {FORMAT_NAMES[declared]} but is really {FORMAT_NAMES[actual]}",
             "a weights file's name must say what it holds; do not load a file that hides its format",
         )
     if actual or declared:
-        return actual or declared  # declared only: a truncated file of a known kind, whose reader gives the precise error
-    raise WeightsFormatError(f"{path.name} is not safetensors, a PyTorch file or a pickle", "export the weights with safetensors or torch.save")
+        return actual or declared  # declared only: a truncated file of a known kind; its reader says what is wrong
+    raise WeightsFormatError(
+        f"{path.name} is not safetensors, a PyTorch file or a pickle",
+        "export the weights with safetensors or torch.save",
+    )
 
 
 def _sniff(head: bytes, size: int) -> str | None:
@@ -121,7 +129,10 @@ def _sniff(head: bytes, size: int) -> str | None:
 def _format(path: Path, recorded: str | None) -> str:
     actual = detect_format(path)
     if recorded and recorded != actual:
-        raise WeightsFormatError(f"{path.name} was recorded as {FORMAT_NAMES.get(recorded, recorded)} but is really {FORMAT_NAMES[actual]}", "fetch it again with --force")
+        raise WeightsFormatError(
+            f"{path.name} was recorded as {FORMAT_NAMES.get(recorded, recorded)} but is really {FORMAT_NAMES[actual]}",
+            "fetch it again with --force",
+        )
     return actual
 
 
@@ -178,7 +189,8 @@ def _safetensors_header(path: Path) -> tuple[dict, dict]:
     data_bytes = size - 8 - length
     for name, info in header.items():
         _check_tensor_entry(path.name, name, info, data_bytes)
-    spans = [fitting.Span(name, info["data_offsets"][0], info["data_offsets"][1], info["data_offsets"][1] - info["data_offsets"][0]) for name, info in header.items()]
+    ranges = {name: info["data_offsets"] for name, info in header.items()}
+    spans = [fitting.Span(name, begin, end, end - begin) for name, (begin, end) in ranges.items()]
     fitting.check_spans(path.name, spans, data_bytes)
     return header, metadata
 
@@ -335,7 +347,10 @@ def build_model(spec: dict, tensors: dict):
     state = {name: tensors[source] for name, source in sources.items()}
     built = {name: tuple(value.shape) for name, value in model.state_dict().items()}
     if built != fitting.tensor_shapes(state):
-        raise ArchitectureError("the model built from the spec differs from the shapes computed from it", "report this as a bug in labclient")
+        raise ArchitectureError(
+            "the model built from the spec differs from the shapes computed from it",
+            "report this as a bug in labclient",
+        )
     floating = [value.dtype for value in state.values() if value.is_floating_point()]
     if floating:
         model = model.to(floating[0])  # float64 numpy networks stay float64, so predictions match theirs exactly

@@ -44,15 +44,25 @@ def plain_type_code(spec: Any) -> str:
     """The canonical code ('f8', 'i4', ...) of a dtype a pickle spells as text; anything else is refused."""
     text = spec.decode("ascii", "replace") if isinstance(spec, bytes) else spec
     if not isinstance(text, str) or not _TYPE_CODE.fullmatch(text):
-        raise UnsafePickle("numpy.dtype", f"refused to load a pickle with a numpy dtype spelled {short(spec)}: only plain numeric type codes are allowed")
+        raise UnsafePickle(
+            "numpy.dtype",
+            f"refused to load a pickle with a numpy dtype spelled {short(spec)}: "
+            "only plain numeric type codes are allowed",
+        )
     try:
         dtype = np.dtype(text)
     except (TypeError, ValueError):
         raise UnsafePickle("numpy.dtype", f"refused to load a pickle with an unknown numpy dtype {text!r}") from None
     if dtype.hasobject:
-        raise UnsafePickle("numpy object array", "refused to load a pickle with numpy object arrays, which can hold arbitrary objects")
+        raise UnsafePickle(
+            "numpy object array", "refused to load a pickle with numpy object arrays, which can hold arbitrary objects"
+        )
     if not is_plain_dtype(dtype):
-        raise UnsafePickle("numpy.dtype", f"refused to load a pickle with numpy dtype {text!r}: only bool, integer, float and complex numbers are allowed")
+        raise UnsafePickle(
+            "numpy.dtype",
+            f"refused to load a pickle with numpy dtype {text!r}: "
+            "only bool, integer, float and complex numbers are allowed",
+        )
     return dtype.str[1:]
 
 
@@ -64,8 +74,12 @@ def as_dtype(value: Any) -> np.dtype:
 
 def array_shape(value: Any) -> tuple[int, ...]:
     dims = (value,) if type(value) is int else value
-    if type(dims) not in (tuple, list) or len(dims) > MAX_DIMENSIONS or not all(type(dim) is int and dim >= 0 for dim in dims):
-        raise WeightsFormatError(f"the pickle gives an array the malformed shape {short(value)}", "the file is broken or hostile; do not use it")
+    well_formed = type(dims) in (tuple, list) and len(dims) <= MAX_DIMENSIONS
+    if not well_formed or not all(type(dim) is int and dim >= 0 for dim in dims):
+        raise WeightsFormatError(
+            f"the pickle gives an array the malformed shape {short(value)}",
+            "the file is broken or hostile; do not use it",
+        )
     return tuple(dims)
 
 
@@ -87,6 +101,10 @@ def set_dtype_state(pending: PendingDtype, state: Any) -> None:
     if pending.built:
         raise UnsafePickle("numpy.dtype", "refused to load a pickle that sets the state of a numpy dtype twice")
     plain = type(state) is tuple and len(state) in (8, 9) and state[0] in (3, 4) and state[1] in _BYTE_ORDERS
-    if not plain or state[2:5] != (None, None, None) or state[5:7] != (-1, -1) or type(state[7]) is not int or state[8:] not in ((), (None,)):
-        raise UnsafePickle("numpy.dtype", "refused to load a pickle with a structured or altered numpy dtype: only plain numeric types are allowed")
+    plain = plain and state[2:5] == (None, None, None) and state[5:7] == (-1, -1) and type(state[7]) is int
+    if not plain or state[8:] not in ((), (None,)):
+        raise UnsafePickle(
+            "numpy.dtype",
+            "refused to load a pickle with a structured or altered numpy dtype: only plain numeric types are allowed",
+        )
     pending.byteorder, pending.built = state[1], True

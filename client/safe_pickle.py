@@ -31,7 +31,7 @@ import numpy as np
 
 from labclient.errors import UnsafePickle, WeightsFormatError
 from labclient.pickle_numpy import (
-    PendingDtype, array_shape, as_dtype, element_count, is_plain_dtype, plain_type_code, set_dtype_state, short,
+    PendingDtype, array_shape, as_dtype, element_count, is_plain_dtype, plain_type_code, set_dtype_state,
 )
 
 MAX_ARRAY_BYTES_OVER_FILE = 1 << 20  # array data the unpickler may rebuild beyond the file's own size
@@ -89,7 +89,8 @@ class SafeUnpickler(pickle._Unpickler):
         self.items_left = file_size + MAX_ITEMS_OVER_FILE
         self.unbuilt_arrays: dict[int, np.ndarray] = {}  # arrays from _reconstruct that await their one BUILD
         self.raw_used: dict[int, bytes] = {}  # data an array BUILD took; held so that ids stay unique
-        self.stand_ins: dict[tuple[str, str], type] = {}  # one class per name: a class costs a kilobyte, a GLOBAL ten bytes
+        # one class per name: a class costs a kilobyte, a GLOBAL ten bytes
+        self.stand_ins: dict[tuple[str, str], type] = {}
         self.allowed = {
             ("numpy", "ndarray"): _ArrayType,
             ("numpy", "dtype"): self._dtype,
@@ -116,7 +117,10 @@ class SafeUnpickler(pickle._Unpickler):
             return self.allowed[(module, name)]
         if (module, name) not in self.stand_ins:
             if len(self.stand_ins) >= MAX_STAND_INS:
-                raise UnsafePickle(f"{module}.{name}", f"refused to load a pickle that names more than {MAX_STAND_INS} classes outside the allow-list")
+                raise UnsafePickle(
+                    f"{module}.{name}",
+                    f"refused to load a pickle that names more than {MAX_STAND_INS} classes outside the allow-list",
+                )
             self.stand_ins[(module, name)] = _stand_in(module, name)
         return self.stand_ins[(module, name)]
 
@@ -125,7 +129,9 @@ class SafeUnpickler(pickle._Unpickler):
 
     def load_extension(self):
         # copyreg's extension cache can hold real classes registered by other code: never consult it
-        raise UnsafePickle("copyreg extension", "refused to load a pickle that names globals through the extension registry")
+        raise UnsafePickle(
+            "copyreg extension", "refused to load a pickle that names globals through the extension registry"
+        )
 
     for _opcode in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
         dispatch[_opcode[0]] = load_extension
@@ -134,12 +140,18 @@ class SafeUnpickler(pickle._Unpickler):
     # --- calls: REDUCE, NEWOBJ, NEWOBJ_EX, INST, OBJ --------------------------------------------------------
     def call(self, func: Any, args: Any) -> Any:
         if type(args) is not tuple:
-            raise WeightsFormatError("the pickle calls a function with arguments that are not a tuple (a malformed or hostile file)")
+            raise WeightsFormatError(
+                "the pickle calls a function with arguments that are not a tuple (a malformed or hostile file)"
+            )
         if _is_stand_in_class(func) or func is _ArrayType or id(func) in self.callables:
             return func(*args)  # a stand-in or numpy.ndarray raises UnsafePickle here, before anything runs
         if func is object:
-            raise UnsafePickle("builtins.object", "refused to load a pickle that calls builtins.object (not plain parameters)")
-        raise WeightsFormatError(f"the pickle calls {_what(func)}, which is not a function of the allow-list (a malformed or hostile file)")
+            raise UnsafePickle(
+                "builtins.object", "refused to load a pickle that calls builtins.object (not plain parameters)"
+            )
+        raise WeightsFormatError(
+            f"the pickle calls {_what(func)}, which is not a function of the allow-list (a malformed or hostile file)"
+        )
 
     def load_reduce(self):
         args = self.stack.pop()
@@ -152,7 +164,9 @@ class SafeUnpickler(pickle._Unpickler):
             return cls.__new__(cls)
         if cls is _complex and not kwargs:
             return self.call(cls, args)
-        raise UnsafePickle(_what(cls), f"refused to load a pickle that creates an instance of {_what(cls)} (not plain parameters)")
+        raise UnsafePickle(
+            _what(cls), f"refused to load a pickle that creates an instance of {_what(cls)} (not plain parameters)"
+        )
 
     def load_newobj(self):
         args = self.stack.pop()
@@ -217,7 +231,11 @@ class SafeUnpickler(pickle._Unpickler):
         elif type(target) is np.ndarray and self.unbuilt_arrays.get(id(target)) is target:
             self._set_array_state(target, state)
         else:
-            raise UnsafePickle(_what(target), f"refused to load a pickle that sets the state of {_what(target)}: only objects it describes may get state")
+            raise UnsafePickle(
+                _what(target),
+                f"refused to load a pickle that sets the state of {_what(target)}: "
+                "only objects it describes may get state",
+            )
 
     dispatch[pickle.BUILD[0]] = load_build
 
@@ -229,7 +247,10 @@ class SafeUnpickler(pickle._Unpickler):
         if type(raw) is not bytes or type(fortran) not in (bool, int):
             raise WeightsFormatError("the pickle gives an array data that is not bytes (not a plain numeric array)")
         if len(raw) != element_count(shape) * dtype.itemsize:
-            raise WeightsFormatError(f"the pickle gives an array of shape {shape} {len(raw):,} bytes of data instead of {element_count(shape) * dtype.itemsize:,}")
+            raise WeightsFormatError(
+                f"the pickle gives an array of shape {shape} {len(raw):,} bytes of data instead of "
+                f"{element_count(shape) * dtype.itemsize:,}",
+            )
         if id(raw) in self.raw_used:  # the file holds these bytes once: a second array built from them costs memory
             self._charge_bytes(len(raw))
         self.raw_used[id(raw)] = raw
@@ -240,14 +261,18 @@ class SafeUnpickler(pickle._Unpickler):
     def _charge_bytes(self, count: int) -> None:
         self.array_bytes_left -= count
         if self.array_bytes_left < 0:
-            raise WeightsFormatError("the pickle rebuilds more array data than the file holds (a memory bomb?)", "do not load this file")
+            raise WeightsFormatError(
+                "the pickle rebuilds more array data than the file holds (a memory bomb?)", "do not load this file"
+            )
 
     def _charge_items(self, items: Any) -> Any:
         if type(items) not in (list, tuple, dict, set, frozenset):
             raise WeightsFormatError(f"the pickle builds a container from {_what(items)} (a malformed or hostile file)")
         self.items_left -= len(items)
         if self.items_left < 0:
-            raise WeightsFormatError("the pickle copies more items than the file holds (a memory bomb?)", "do not load this file")
+            raise WeightsFormatError(
+                "the pickle copies more items than the file holds (a memory bomb?)", "do not load this file"
+            )
         return items
 
     def _dict(self, items=()):
@@ -290,7 +315,10 @@ class SafeUnpickler(pickle._Unpickler):
             raise WeightsFormatError("the pickle rebuilds an array from something that is not a byte buffer")
         size = memoryview(buffer).nbytes
         if size != element_count(shape) * dtype.itemsize:
-            raise WeightsFormatError(f"the pickle gives an array of shape {shape} {size:,} bytes of data instead of {element_count(shape) * dtype.itemsize:,}")
+            raise WeightsFormatError(
+                f"the pickle gives an array of shape {shape} {size:,} bytes of data instead of "
+                f"{element_count(shape) * dtype.itemsize:,}",
+            )
         self._charge_bytes(size)
         return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order).copy()
 
@@ -324,7 +352,9 @@ def load(data: bytes) -> Any:
         raise WeightsFormatError("the pickle is nested too deeply", "exchange plain parameters or safetensors") from None
     except Exception as err:  # EOFError, UnpicklingError, TypeError, MemoryError ... from a broken or hostile file
         detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
-        raise WeightsFormatError(f"the pickle cannot be read ({detail})", "the file may be truncated; upload it again") from None
+        raise WeightsFormatError(
+            f"the pickle cannot be read ({detail})", "the file may be truncated; upload it again"
+        ) from None
     if isinstance(value, int) and value == TORCH_LEGACY_MAGIC:
         raise WeightsFormatError("this is PyTorch's pre-1.6 serialization format", "re-save it with torch.save (zip format) or as safetensors")
     _check_plain(value)
@@ -354,10 +384,15 @@ def _check_plain(value: Any) -> None:
         elif type(item) in (list, tuple, set, frozenset):
             stack.extend((child, "state" if where == "state" and type(item) is tuple else "value") for child in item)
         elif type(item) is PendingDtype:
-            raise UnsafePickle("numpy.dtype", "refused to load a pickle that holds a numpy dtype on its own (not plain parameters)")
+            raise UnsafePickle(
+                "numpy.dtype", "refused to load a pickle that holds a numpy dtype on its own (not plain parameters)"
+            )
         elif isinstance(item, (np.ndarray, np.generic)):
-            if type(item) is not np.ndarray and not isinstance(item, (np.bool_, np.number)) or not is_plain_dtype(item.dtype):
-                raise UnsafePickle(f"numpy {item.dtype}", "refused to load a pickle with numpy data that is not plain numbers")
+            numeric = type(item) is np.ndarray or isinstance(item, (np.bool_, np.number))
+            if not numeric or not is_plain_dtype(item.dtype):
+                raise UnsafePickle(
+                    f"numpy {item.dtype}", "refused to load a pickle with numpy data that is not plain numbers"
+                )
         elif type(item) not in (type(None), bool, int, float, complex, str, bytes):
             raise UnsafePickle(f"{type(item).__module__}.{type(item).__qualname__}")
 

@@ -39,6 +39,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
 }
 
 
+_COUNTS = ("in_features", "out_features", "in_channels", "out_channels", "num_features")
 MAX_ACTIVATION_ELEMENTS = 1 << 22  # per sample, for any layer's input or output: MNIST models need thousands
 
 # torch's defaults for the arguments a spec may leave out (None: required)
@@ -150,7 +151,9 @@ def _check_size(what: str, shape: tuple[int, ...]) -> None:
     for dim in shape:
         elements *= dim
     if elements > MAX_ACTIVATION_ELEMENTS:
-        raise SpecError(f"{what} holds {elements:,} values per sample, more than the {MAX_ACTIVATION_ELEMENTS:,} allowed")
+        raise SpecError(
+            f"{what} holds {elements:,} values per sample, more than the {MAX_ACTIVATION_ELEMENTS:,} allowed"
+        )
 
 
 def _layer_args(index: int, kind: str, layer: dict) -> dict[str, Any]:
@@ -164,7 +167,7 @@ def _layer_args(index: int, kind: str, layer: dict) -> dict[str, Any]:
     for arg, value in args.items():
         if value is None and not (arg == "stride" and kind.endswith("Pool2d")):
             raise SpecError(f"model spec layer {index} ({kind}) needs {arg}")
-        if arg in ("in_features", "out_features", "in_channels", "out_channels", "num_features") and not _is_count(value):
+        if arg in _COUNTS and not _is_count(value):
             raise SpecError(f"model spec layer {index} ({kind}) has {arg} {value!r}, not a positive whole number")
         if arg in ("kernel_size", "stride", "padding") and value is not None:
             args[arg] = _pair(index, kind, arg, value, minimum=0 if arg == "padding" else 1)
@@ -174,7 +177,9 @@ def _layer_args(index: int, kind: str, layer: dict) -> dict[str, Any]:
 def _pair(index: int, kind: str, arg: str, value, minimum: int) -> tuple[int, int]:
     pair = tuple(value) if isinstance(value, list) else (value, value)
     if len(pair) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= minimum for n in pair):
-        raise SpecError(f"model spec layer {index} ({kind}) has {arg} {value!r}, not one or two whole numbers >= {minimum}")
+        raise SpecError(
+            f"model spec layer {index} ({kind}) has {arg} {value!r}, not one or two whole numbers >= {minimum}"
+        )
     return pair
 
 
@@ -191,14 +196,18 @@ def _parameters(kind: str, args: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         return {"weight": weight, "bias": (args["out_channels"],)} if args["bias"] else {"weight": weight}
     if kind in ("BatchNorm1d", "BatchNorm2d"):
         features = (args["num_features"],)
-        return {"weight": features, "bias": features, "running_mean": features, "running_var": features, "num_batches_tracked": ()}
+        return {"weight": features, "bias": features, "running_mean": features, "running_var": features,
+                "num_batches_tracked": ()}
     return {}
 
 
 def _output(index: int, kind: str, args: dict[str, Any], shape: tuple[int, ...]) -> tuple[int, ...]:
     """One sample's shape after the layer, as torch computes it for a batch of such samples."""
     def refuse(expected: str):
-        return SpecError(f"model spec layer {index} ({kind}) expects {expected} but gets inputs of shape {list(shape)}", "check the spec's layer sizes")
+        return SpecError(
+            f"model spec layer {index} ({kind}) expects {expected} but gets inputs of shape {list(shape)}",
+            "check the spec's layer sizes",
+        )
 
     if kind == "Flatten":
         elements = 1
@@ -223,11 +232,12 @@ def _output(index: int, kind: str, args: dict[str, Any], shape: tuple[int, ...])
     if kind in ("MaxPool2d", "AvgPool2d"):
         if len(shape) not in (2, 3):
             raise refuse("2-d images")
-        return (*shape[:-2], *_window(shape[-2:], args["kernel_size"], args["stride"] or args["kernel_size"], (0, 0), refuse))
+        stride = args["stride"] or args["kernel_size"]  # torch's default stride for pooling is the kernel size
+        return (*shape[:-2], *_window(shape[-2:], args["kernel_size"], stride, (0, 0), refuse))
     return shape  # activations, Dropout, Identity
 
 
-def _window(size: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int], refuse) -> tuple[int, int]:
+def _window(size: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int], refuse):
     out = tuple((length + 2 * pad - k) // step + 1 for length, k, step, pad in zip(size, kernel, stride, padding))
     if min(out) < 1:
         raise refuse(f"images of at least {kernel[0] - 2 * padding[0]}x{kernel[1] - 2 * padding[1]}")
