@@ -39,6 +39,7 @@ MAX_ITEMS_OVER_FILE = 1 << 20  # container items allowed callables may copy beyo
 MAX_NODES = 1_000_000
 MAX_STAND_INS = 64  # distinct classes outside the allow-list one pickle may name: a network names one or two
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_NO = "do not load this file"
 
 
 class _StandIn:
@@ -68,6 +69,14 @@ def _stand_in(module: str, name: str) -> type:
 
 def _is_stand_in_class(value: Any) -> bool:
     return isinstance(value, type) and issubclass(value, _StandIn)
+
+
+def _refused(global_name: str, reason: str) -> UnsafePickle:
+    return UnsafePickle(global_name, f"refused to load a pickle that {reason}")
+
+
+def _malformed(what: str) -> WeightsFormatError:
+    return WeightsFormatError(f"the pickle {what} (a malformed or hostile file)")
 
 
 def _what(value: Any) -> str:
@@ -117,21 +126,16 @@ class SafeUnpickler(pickle._Unpickler):
             return self.allowed[(module, name)]
         if (module, name) not in self.stand_ins:
             if len(self.stand_ins) >= MAX_STAND_INS:
-                raise UnsafePickle(
-                    f"{module}.{name}",
-                    f"refused to load a pickle that names more than {MAX_STAND_INS} classes outside the allow-list",
-                )
+                raise _refused(f"{module}.{name}", f"names more than {MAX_STAND_INS} classes outside the allow-list")
             self.stand_ins[(module, name)] = _stand_in(module, name)
         return self.stand_ins[(module, name)]
 
     def persistent_load(self, pid):
-        raise UnsafePickle("persistent_load", "refused to load a pickle that uses persistent ids (not plain parameters)")
+        raise _refused("persistent_load", "uses persistent ids (not plain parameters)")
 
     def load_extension(self):
         # copyreg's extension cache can hold real classes registered by other code: never consult it
-        raise UnsafePickle(
-            "copyreg extension", "refused to load a pickle that names globals through the extension registry"
-        )
+        raise _refused("copyreg extension", "names globals through the extension registry")
 
     for _opcode in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
         dispatch[_opcode[0]] = load_extension
@@ -140,18 +144,12 @@ class SafeUnpickler(pickle._Unpickler):
     # --- calls: REDUCE, NEWOBJ, NEWOBJ_EX, INST, OBJ --------------------------------------------------------
     def call(self, func: Any, args: Any) -> Any:
         if type(args) is not tuple:
-            raise WeightsFormatError(
-                "the pickle calls a function with arguments that are not a tuple (a malformed or hostile file)"
-            )
+            raise _malformed("calls a function with arguments that are not a tuple")
         if _is_stand_in_class(func) or func is _ArrayType or id(func) in self.callables:
             return func(*args)  # a stand-in or numpy.ndarray raises UnsafePickle here, before anything runs
         if func is object:
-            raise UnsafePickle(
-                "builtins.object", "refused to load a pickle that calls builtins.object (not plain parameters)"
-            )
-        raise WeightsFormatError(
-            f"the pickle calls {_what(func)}, which is not a function of the allow-list (a malformed or hostile file)"
-        )
+            raise _refused("builtins.object", "calls builtins.object (not plain parameters)")
+        raise _malformed(f"calls {_what(func)}, which is not a function of the allow-list")
 
     def load_reduce(self):
         args = self.stack.pop()
@@ -164,9 +162,7 @@ class SafeUnpickler(pickle._Unpickler):
             return cls.__new__(cls)
         if cls is _complex and not kwargs:
             return self.call(cls, args)
-        raise UnsafePickle(
-            _what(cls), f"refused to load a pickle that creates an instance of {_what(cls)} (not plain parameters)"
-        )
+        raise _refused(_what(cls), f"creates an instance of {_what(cls)} (not plain parameters)")
 
     def load_newobj(self):
         args = self.stack.pop()
@@ -188,7 +184,7 @@ class SafeUnpickler(pickle._Unpickler):
     def _target(self, kind: type, opcode: str) -> Any:
         target = self.stack[-1]
         if type(target) is not kind:
-            raise WeightsFormatError(f"the pickle applies {opcode} to {_what(target)} (a malformed or hostile file)")
+            raise _malformed(f"applies {opcode} to {_what(target)}")
         return target
 
     def load_append(self):
@@ -231,11 +227,7 @@ class SafeUnpickler(pickle._Unpickler):
         elif type(target) is np.ndarray and self.unbuilt_arrays.get(id(target)) is target:
             self._set_array_state(target, state)
         else:
-            raise UnsafePickle(
-                _what(target),
-                f"refused to load a pickle that sets the state of {_what(target)}: "
-                "only objects it describes may get state",
-            )
+            raise _refused(_what(target), f"sets the state of {_what(target)}: only objects it describes may get state")
 
     dispatch[pickle.BUILD[0]] = load_build
 
@@ -246,11 +238,7 @@ class SafeUnpickler(pickle._Unpickler):
         shape, dtype = array_shape(shape), as_dtype(dtype)
         if type(raw) is not bytes or type(fortran) not in (bool, int):
             raise WeightsFormatError("the pickle gives an array data that is not bytes (not a plain numeric array)")
-        if len(raw) != element_count(shape) * dtype.itemsize:
-            raise WeightsFormatError(
-                f"the pickle gives an array of shape {shape} {len(raw):,} bytes of data instead of "
-                f"{element_count(shape) * dtype.itemsize:,}",
-            )
+        _check_data_size(shape, dtype, len(raw))
         if id(raw) in self.raw_used:  # the file holds these bytes once: a second array built from them costs memory
             self._charge_bytes(len(raw))
         self.raw_used[id(raw)] = raw
@@ -261,18 +249,14 @@ class SafeUnpickler(pickle._Unpickler):
     def _charge_bytes(self, count: int) -> None:
         self.array_bytes_left -= count
         if self.array_bytes_left < 0:
-            raise WeightsFormatError(
-                "the pickle rebuilds more array data than the file holds (a memory bomb?)", "do not load this file"
-            )
+            raise WeightsFormatError("the pickle rebuilds more array data than the file holds (a memory bomb?)", _NO)
 
     def _charge_items(self, items: Any) -> Any:
         if type(items) not in (list, tuple, dict, set, frozenset):
-            raise WeightsFormatError(f"the pickle builds a container from {_what(items)} (a malformed or hostile file)")
+            raise _malformed(f"builds a container from {_what(items)}")
         self.items_left -= len(items)
         if self.items_left < 0:
-            raise WeightsFormatError(
-                "the pickle copies more items than the file holds (a memory bomb?)", "do not load this file"
-            )
+            raise WeightsFormatError("the pickle copies more items than the file holds (a memory bomb?)", _NO)
         return items
 
     def _dict(self, items=()):
@@ -314,11 +298,7 @@ class SafeUnpickler(pickle._Unpickler):
         if type(buffer) not in (bytes, bytearray, memoryview) or order not in ("C", "F"):
             raise WeightsFormatError("the pickle rebuilds an array from something that is not a byte buffer")
         size = memoryview(buffer).nbytes
-        if size != element_count(shape) * dtype.itemsize:
-            raise WeightsFormatError(
-                f"the pickle gives an array of shape {shape} {size:,} bytes of data instead of "
-                f"{element_count(shape) * dtype.itemsize:,}",
-            )
+        _check_data_size(shape, dtype, size)
         self._charge_bytes(size)
         return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order).copy()
 
@@ -328,6 +308,12 @@ class SafeUnpickler(pickle._Unpickler):
             raise UnsafePickle("_codecs.encode")
         self._charge_bytes(len(text))
         return text.encode("latin1")
+
+
+def _check_data_size(shape: tuple[int, ...], dtype: np.dtype, size: int) -> None:
+    expected = element_count(shape) * dtype.itemsize
+    if size != expected:
+        raise _malformed(f"gives an array of shape {shape} {size:,} bytes of data, not {expected:,}")
 
 
 def _complex(real=0.0, imag=0.0):
@@ -384,15 +370,11 @@ def _check_plain(value: Any) -> None:
         elif type(item) in (list, tuple, set, frozenset):
             stack.extend((child, "state" if where == "state" and type(item) is tuple else "value") for child in item)
         elif type(item) is PendingDtype:
-            raise UnsafePickle(
-                "numpy.dtype", "refused to load a pickle that holds a numpy dtype on its own (not plain parameters)"
-            )
+            raise _refused("numpy.dtype", "holds a numpy dtype on its own (not plain parameters)")
         elif isinstance(item, (np.ndarray, np.generic)):
             numeric = type(item) is np.ndarray or isinstance(item, (np.bool_, np.number))
             if not numeric or not is_plain_dtype(item.dtype):
-                raise UnsafePickle(
-                    f"numpy {item.dtype}", "refused to load a pickle with numpy data that is not plain numbers"
-                )
+                raise _refused(f"numpy {item.dtype}", "holds numpy data that is not plain numbers")
         elif type(item) not in (type(None), bool, int, float, complex, str, bytes):
             raise UnsafePickle(f"{type(item).__module__}.{type(item).__qualname__}")
 
