@@ -106,6 +106,7 @@ def check_round_trip(session) -> int:
     import torch
     from safetensors.torch import load_file
 
+    from labclient.loading import build_model
     from labclient.weights import save_safetensors
 
     described = model_spec(session)
@@ -114,8 +115,7 @@ def check_round_trip(session) -> int:
         size = path.stat().st_size
         if described is None:
             return size
-        rebuilt = spec.build(json.loads(json.dumps(described)))
-        rebuilt.load_state_dict(load_file(str(path)))
+        rebuilt = build_model(json.loads(json.dumps(described)), load_file(str(path)))  # the path every loader takes
     session.model.eval()
     rebuilt.eval()
     sample = session.test_x[:64].cpu()

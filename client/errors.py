@@ -92,7 +92,8 @@ class UnsafePickle(LabError):
     def __init__(self, global_name: str, message: str | None = None):
         super().__init__(
             message or f"refused to load a pickle that names {global_name}: it is not on the allow-list, and nothing of it was run",
-            "pickles may hold only numpy arrays, dtypes, lists, dicts, tuples, numbers and strings; exchange those or safetensors",
+            "pickles may hold only numbers, strings, lists, dicts, tuples and numpy arrays of numbers; "
+            "exchange those or safetensors",
         )
         self.global_name = global_name
 

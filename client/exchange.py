@@ -26,6 +26,7 @@ WEIGHTS_ARTIFACT = "model/model.safetensors"
 SIDE_FILES = ("model/spec.json", "model/config.json")
 HISTORY_KEYS = ("epoch_train_cost", "epoch_test_cost", "epoch_test_accuracy", "epoch_time_s", "step_train_cost")
 MAX_HISTORY_POINTS = 2000
+MAX_SIDE_FILE_BYTES = 1 << 20  # spec.json and config.json: a few kB each, read whole into memory
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -135,6 +136,7 @@ class _Plan:
 
 def _download(client, cache: ModelCache, run, identity: tuple, tracking_uri: str, on_progress: Progress | None,
               ref: tuple[str, str, int] | None) -> CacheEntry:
+    from labclient.fitting import fit_tensors
     from labclient.loading import inspect_weights
 
     name = refs.display_name(*identity, run.info.run_id)
@@ -145,6 +147,10 @@ def _download(client, cache: ModelCache, run, identity: tuple, tracking_uri: str
             local = _download_file(client, run.info.run_id, artifact_path, scratch / "files", plan.sizes.get(artifact_path, 0), on_progress)
             verified[artifact_path] = cache.verify_download(local, expected, f"{name}: {artifact_path}")
         weights = inspect_weights(verified[plan.weights].path)  # hostile or broken files stop here, outside the cache
+        spec_file = verified.get("model/spec.json")
+        spec = (_read_json(spec_file.path, "model/spec.json") if spec_file else None) or weights.spec
+        if spec is not None:
+            fit_tensors(spec, weights.tensors)  # so does a spec that does not fit the weights
         meta = _metadata(client, run, identity, plan, weights, tracking_uri)
         return cache.commit(run.info.run_id, verified, meta, ref)
 
@@ -347,9 +353,18 @@ def cost_of(config: dict, spec: dict, params: dict) -> str:
 
 def _json_file(entry: CacheEntry, artifact_path: str) -> dict | None:
     path = entry.file(artifact_path)
-    if path is None:
-        return None
+    return None if path is None else _read_json(path, artifact_path)
+
+
+def _read_json(path: Path, artifact_path: str) -> dict | None:
+    """A run's JSON side file, or None where it is unreadable; one too large to be a spec or config is refused."""
     try:
+        size = path.stat().st_size
+        if size > MAX_SIDE_FILE_BYTES:
+            raise ArchitectureError(
+                f"{artifact_path} is {size:,} bytes, too large for a model spec or config",
+                "ask its team to upload the run again",
+            )
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None

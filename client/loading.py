@@ -1,13 +1,16 @@
 """Reading weights from other teams without running their code.
 
-Formats, told apart by their first bytes (the file name is only a hint):
+Formats, told apart by their first bytes; a file whose name claims another format is refused (a pickle
+named model.safetensors would otherwise reach the unpickler under a safe-looking name):
 - safetensors: the header is checked against the file size before any tensor is read, so a header that
   claims huge tensors, or a truncated file, is refused without allocating anything;
 - PyTorch `.pt`/`.pth` (zip format): every entry must be stored uncompressed, as torch.save writes them, so
   a zip bomb is refused before inflating; then `torch.load(weights_only=True)`;
 - pickles of plain parameters (`sizes`, `weights`, `biases` of a textbook numpy network, or a dict of
   arrays) through labclient.safe_pickle's allow-list.
-`inspect_weights` validates without importing torch (fetch uses it); `read_weights` returns tensors.
+`inspect_weights` validates without importing torch (fetch uses it); `read_weights` returns tensors. Both
+refuse tensors that share or repeat data, or hold more bytes than the file (labclient.fitting), and
+`build_model` checks the spec against the tensors by arithmetic before it builds anything.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labclient import safe_pickle
+from labclient import fitting, safe_pickle
 from labclient.errors import ArchitectureError, UnsafePickle, WeightsFormatError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
@@ -30,6 +33,7 @@ SAFETENSORS_ITEMSIZE = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
     "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
 }
+FORMAT_NAMES = {"safetensors": "safetensors", "torch": "a PyTorch zip file", "pickle": "a pickle"}
 SUFFIX_FORMATS = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".bin": "torch", ".pkl": "pickle", ".pickle": "pickle", ".p": "pickle"}
 WEIGHT_SUFFIXES = tuple(SUFFIX_FORMATS)
 ACTIVATIONS = {"sigmoid": "Sigmoid", "relu": "ReLU", "tanh": "Tanh"}
@@ -85,35 +89,63 @@ class Weights:
 
 
 def detect_format(path: Path) -> str:
+    """The format of a weights file, told by its first bytes; refused when its name claims another format."""
     path = Path(path)
     with open(path, "rb") as handle:
-        head = handle.read(9)
-    size = path.stat().st_size
+        head = handle.read(14)
+    actual = _sniff(head, path.stat().st_size)
+    declared = SUFFIX_FORMATS.get(path.suffix.lower())
+    if actual and declared and actual != declared:
+        magic = int.from_bytes(head[4:14], "little")  # pickle protocol 2, then LONG1 of 10 bytes: torch's legacy format
+        legacy = head[:4] == b"\x80\x02\x8a\x0a" and magic == safe_pickle.TORCH_LEGACY_MAGIC
+        if declared == "torch" and legacy:
+            raise WeightsFormatError(
+                f"{path.name} is in PyTorch's pre-1.6 serialization format",
+                "re-save it with torch.save (zip format) or as safetensors",
+            )
+        raise WeightsFormatError(
+            f"{path.name} is named as {FORMAT_NAMES[declared]} but is really {FORMAT_NAMES[actual]}",
+            "a weights file's name must say what it holds; do not load a file that hides its format",
+        )
+    if actual or declared:
+        return actual or declared  # declared only: a truncated file of a known kind; its reader says what is wrong
+    raise WeightsFormatError(
+        f"{path.name} is not safetensors, a PyTorch file or a pickle",
+        "export the weights with safetensors or torch.save",
+    )
+
+
+def _sniff(head: bytes, size: int) -> str | None:
     if head[:4] == b"PK\x03\x04":
         return "torch"
     # before the pickle test: a header length of 640 starts with the bytes 0x80 0x02, like a pickle
-    if len(head) == 9 and head[8:9] == b"{" and 8 + struct.unpack("<Q", head[:8])[0] <= size:
+    if len(head) >= 9 and head[8:9] == b"{" and 8 + struct.unpack("<Q", head[:8])[0] <= size:
         return "safetensors"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "pickle"
-    hinted = SUFFIX_FORMATS.get(path.suffix.lower())
-    if hinted:
-        return hinted  # a truncated file of a known kind: its reader gives the precise error
-    raise WeightsFormatError(f"{path.name} is not safetensors, a PyTorch file or a pickle", "export the weights with safetensors or torch.save")
+    return None
+
+
+def _format(path: Path, recorded: str | None) -> str:
+    actual = detect_format(path)
+    if recorded and recorded != actual:
+        raise WeightsFormatError(
+            f"{path.name} was recorded as {FORMAT_NAMES.get(recorded, recorded)} but is really {FORMAT_NAMES[actual]}",
+            "fetch it again with --force",
+        )
+    return actual
 
 
 def inspect_weights(path: Path, fmt: str | None = None) -> Weights:
     """Validate a weights file and describe its tensors; never imports torch for safetensors or pickles."""
     path = Path(path)
-    fmt = fmt or detect_format(path)
+    fmt = _format(path, fmt)
     if fmt == "safetensors":
         header, metadata = _safetensors_header(path)
         return Weights(fmt, {name: (info["dtype"], info["shape"]) for name, info in header.items()}, metadata)
     if fmt == "pickle":
         return _read_pickle(path)
-    if fmt == "torch":
-        return read_weights(path, fmt)
-    raise WeightsFormatError(f"unknown weights format {fmt!r}")
+    return read_weights(path, fmt)
 
 
 def read_weights(path: Path, fmt: str | None = None) -> Weights:
@@ -121,14 +153,16 @@ def read_weights(path: Path, fmt: str | None = None) -> Weights:
     import torch
 
     path = Path(path)
-    fmt = fmt or detect_format(path)
+    fmt = _format(path, fmt)
     if fmt == "safetensors":
         from safetensors.torch import load_file
 
-        _, metadata = _safetensors_header(path)
+        _, metadata = _safetensors_header(path)  # offsets checked: no tensor overlaps another or passes the end
         return Weights(fmt, load_file(str(path)), metadata)
     if fmt == "torch":
-        return Weights(fmt, _read_torch(path))
+        tensors = _read_torch(path)
+        fitting.check_spans(path.name, fitting.torch_spans(path.name, tensors), path.stat().st_size)
+        return Weights(fmt, tensors)
     weights = _read_pickle(path)
     # native byte order and a private copy: torch cannot wrap big-endian or read-only arrays
     weights.tensors = {name: torch.from_numpy(value.astype(value.dtype.newbyteorder("="))) for name, value in weights.tensors.items()}
@@ -155,6 +189,9 @@ def _safetensors_header(path: Path) -> tuple[dict, dict]:
     data_bytes = size - 8 - length
     for name, info in header.items():
         _check_tensor_entry(path.name, name, info, data_bytes)
+    ranges = {name: info["data_offsets"] for name, info in header.items()}
+    spans = [fitting.Span(name, begin, end, end - begin) for name, (begin, end) in ranges.items()]
+    fitting.check_spans(path.name, spans, data_bytes)
     return header, metadata
 
 
@@ -163,6 +200,7 @@ def _check_tensor_entry(file_name: str, name: str, info: Any, data_bytes: int) -
         itemsize = SAFETENSORS_ITEMSIZE[info["dtype"]]
         shape = [int(dim) for dim in info["shape"]]
         begin, end = (int(offset) for offset in info["data_offsets"])
+        info["data_offsets"] = [begin, end]
     except (TypeError, KeyError, ValueError):
         raise WeightsFormatError(f"{file_name}: tensor {name!r} has a malformed header entry") from None
     count = 1
@@ -249,9 +287,14 @@ def _read_pickle(path: Path) -> Weights:
     fields = safe_pickle.fields(value)
     if fields is not None and "weights" in fields and "biases" in fields:
         network = numpy_network(fields, safe_pickle.global_name(value))
-        return Weights("pickle", network.state(), {}, network)
-    if fields is not None and fields and all(isinstance(item, np.ndarray) for item in fields.values()):
-        return Weights("pickle", {str(name): item for name, item in fields.items()})
+        weights = Weights("pickle", network.state(), {}, network)
+    elif fields is not None and fields and all(isinstance(item, np.ndarray) for item in fields.values()):
+        weights = Weights("pickle", {str(name): item for name, item in fields.items()})
+    else:
+        weights = None
+    if weights is not None:  # one array named many times is aliasing; read_weights would copy it each time
+        fitting.check_spans(path.name, fitting.numpy_spans(weights.tensors), size)
+        return weights
     raise WeightsFormatError(
         f"{path.name} holds neither a network with sizes/weights/biases nor a dict of arrays",
         "pickle a dict like {'sizes': [...], 'weights': [...], 'biases': [...]}",
@@ -291,40 +334,25 @@ def input_shape_for(features: int) -> list[int]:
 
 # --- models --------------------------------------------------------------------------------------
 def build_model(spec: dict, tensors: dict):
-    """Rebuild the model a spec describes and load the tensors; names matched, else by position and shape."""
+    """Rebuild the model a spec describes and load the tensors; names matched, else by position and shape.
+    The spec is checked against the tensors first, by arithmetic: nothing is allocated for a spec that does
+    not fit them, so the model is never larger than the (already bounded) tensors."""
     from labclient.spec import SpecError, build
 
+    sources = fitting.fit_tensors(spec, tensors)
     try:
         model = build(spec)
-    except (SpecError, TypeError, ValueError) as err:
+    except (SpecError, TypeError, ValueError, RuntimeError) as err:
         raise ArchitectureError(f"the model spec cannot be built: {err}", "check the spec (see 'Model spec' in the README)") from None
-    expected = model.state_dict()
-    state = _match_names(expected, tensors)
+    state = {name: tensors[source] for name, source in sources.items()}
+    built = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    if built != fitting.tensor_shapes(state):
+        raise ArchitectureError(
+            "the model built from the spec differs from the shapes computed from it",
+            "report this as a bug in labclient",
+        )
     floating = [value.dtype for value in state.values() if value.is_floating_point()]
     if floating:
         model = model.to(floating[0])  # float64 numpy networks stay float64, so predictions match theirs exactly
     model.load_state_dict(state, strict=True)
     return model.eval().requires_grad_(False)
-
-
-def _layer_order(name: str) -> tuple:
-    prefix, _, leaf = name.rpartition(".")
-    natural = tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", prefix))
-    return natural, leaf != "weight", leaf
-
-
-def _match_names(expected: dict, tensors: dict) -> dict:
-    if set(expected) == set(tensors) and all(tuple(expected[n].shape) == tuple(tensors[n].shape) for n in expected):
-        return dict(tensors)
-    # a team's own names (fc1.weight, ...): match by position, in file order or in layer order
-    for ordered in (list(tensors.items()), sorted(tensors.items(), key=lambda item: _layer_order(item[0]))):
-        if len(ordered) == len(expected) and all(tuple(t.shape) == tuple(e.shape) for (_, t), e in zip(ordered, expected.values())):
-            return {name: tensor for name, (_, tensor) in zip(expected, ordered)}
-    missing = [name for name in expected if name not in tensors]
-    unexpected = [name for name in tensors if name not in expected]
-    shapes = [f"{n} {tuple(tensors[n].shape)} vs {tuple(expected[n].shape)}" for n in expected if n in tensors and tuple(tensors[n].shape) != tuple(expected[n].shape)]
-    detail = "; ".join(filter(None, [
-        f"missing {', '.join(missing[:4])}" if missing else "", f"unexpected {', '.join(unexpected[:4])}" if unexpected else "",
-        f"shape mismatch {', '.join(shapes[:3])}" if shapes else "",
-    ]))
-    raise ArchitectureError(f"the weights do not fit the model spec ({detail})", "pass the matching architecture with --arch")

@@ -78,10 +78,14 @@ def run_comparison(options: CompareOptions) -> Comparison:
 def compare_loaded(a: Side, b: Side, dataset) -> Comparison:
     """Everything but figures and output, for two loaded models and the dataset they share."""
     classes = dataset.num_classes
-    eval_a = ev.evaluate(a.model.module, dataset.test_x, dataset.test_y, a.model.cost, classes)
-    eval_b = ev.evaluate(b.model.module, dataset.test_x, dataset.test_y, b.model.cost, classes)
+    # samples per forward pass: fewer only where a layer would hold too many values (memory, not speed)
+    rows = {side.key: ev.rows_per_pass(side.model.spec, side.input_shape, ev.EVAL_BATCH) for side in (a, b)}
+    eval_a = ev.evaluate(a.model.module, dataset.test_x, dataset.test_y, a.model.cost, classes, rows["a"])
+    eval_b = ev.evaluate(b.model.module, dataset.test_x, dataset.test_y, b.model.cost, classes, rows["b"])
     train_x, train_y = dataset.train_x[:TRAIN_SUBSET], dataset.train_y[:TRAIN_SUBSET]
-    on_train = {side.key: ev.evaluate(side.model.module, train_x, train_y, side.model.cost, classes) for side in (a, b)}
+    on_train = {side.key: ev.evaluate(side.model.module, train_x, train_y, side.model.cost, classes, rows[side.key])
+                for side in (a, b)}
+    probe = min(ev.probe_rows(side.model.spec, side.input_shape, PROBE_SAMPLES) for side in (a, b))
     fingerprint = dataset.fingerprint[:16]
     agreed = stats.agreement(eval_a.predictions, eval_b.predictions, dataset.test_y)
     data = {
@@ -108,8 +112,8 @@ def compare_loaded(a: Side, b: Side, dataset) -> Comparison:
         },
         "generalisation": {side.key: _generalisation(on_train[side.key], evaluation, len(train_y)) for side, evaluation in ((a, eval_a), (b, eval_b))},
         "weights": weight_diff(a, b),
-        "representations": _representations(a, b, dataset.test_x[:PROBE_SAMPLES]),
-        "compute": {side.key: _compute(side, dataset.test_x[:LATENCY_BATCH]) for side in (a, b)},
+        "representations": _representations(a, b, dataset.test_x[:probe]),
+        "compute": {side.key: _compute(side, dataset.test_x[: min(LATENCY_BATCH, rows[side.key])]) for side in (a, b)},
         "figures": {},
         "logged_run": None,
     }

@@ -11,6 +11,8 @@ import numpy as np
 from labclient.compare import stats
 
 EVAL_BATCH = 1000
+ACTIVATION_BUDGET = 1 << 25  # values one forward pass may hold in its largest layer (128 MB as float32)
+REPRESENTATION_BUDGET = 1 << 24  # values of hidden representations kept for CKA, per model (128 MB as float64)
 ACTIVATION_TYPES = ("ReLU", "Sigmoid", "Tanh", "GELU", "LeakyReLU")
 PARAMETRIC_TYPES = ("Linear", "Conv2d")
 
@@ -45,16 +47,43 @@ def cost_function(name: str):
     return trainer_cost(name)
 
 
-def evaluate(module, x: np.ndarray, y: np.ndarray, cost: str, num_classes: int) -> Evaluation:
+def rows_per_pass(spec: dict, input_shape: tuple[int, ...], wanted: int) -> int:
+    """Samples per forward pass such that no layer holds more than ACTIVATION_BUDGET values: a few hundred
+    kilobytes of weights (one wide 1x1 convolution) can otherwise ask for gigabytes per batch."""
+    largest = max([_values(shape) for shape in _outputs(spec, input_shape)] + [_values(input_shape)])
+    return max(1, min(wanted, ACTIVATION_BUDGET // largest))
+
+
+def probe_rows(spec: dict, input_shape: tuple[int, ...], wanted: int) -> int:
+    """Samples whose hidden representations (and output) fit in REPRESENTATION_BUDGET values."""
+    outputs = _outputs(spec, input_shape)
+    kept = sum(_values(outputs[index]) for index in hidden_layers(spec)) + _values(outputs[-1])
+    return max(1, min(wanted, REPRESENTATION_BUDGET // kept))
+
+
+def _outputs(spec: dict, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    from labclient.spec import output_shapes
+
+    return output_shapes({**spec, "input_shape": [int(dim) for dim in input_shape]})
+
+
+def _values(shape) -> int:
+    total = 1
+    for dim in shape:
+        total *= int(dim)
+    return max(total, 1)
+
+
+def evaluate(module, x: np.ndarray, y: np.ndarray, cost: str, num_classes: int, batch: int = EVAL_BATCH) -> Evaluation:
     import torch
 
     cost_fn = cost_function(cost)
     dtype = _dtype(module)
     total, predictions = 0.0, []
     with torch.no_grad():
-        for start in range(0, len(y), EVAL_BATCH):
-            inputs = torch.from_numpy(x[start : start + EVAL_BATCH]).to(dtype)
-            targets = torch.from_numpy(y[start : start + EVAL_BATCH])
+        for start in range(0, len(y), batch):
+            inputs = torch.from_numpy(x[start : start + batch]).to(dtype)
+            targets = torch.from_numpy(y[start : start + batch])
             outputs = module(inputs)
             total += float(cost_fn(outputs, targets)) * len(targets)
             predictions.append(outputs.argmax(dim=1).numpy())
@@ -75,19 +104,26 @@ def hidden_layers(spec: dict) -> list[int]:
 
 
 def representations(module, spec: dict, probe: np.ndarray) -> dict[str, np.ndarray]:
-    """Outputs of every hidden activation layer, plus the model's output, on the probe batch."""
+    """Outputs of every hidden activation layer, plus the model's output, on the probe batch (run in
+    slices of rows_per_pass samples)."""
     import torch
 
     wanted = set(hidden_layers(spec))
-    found: dict[str, np.ndarray] = {}
+    rows = rows_per_pass(spec, tuple(probe.shape[1:]), len(probe))
+    found: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
-        value = torch.from_numpy(probe).to(_dtype(module))
-        for index, layer in enumerate(module):
-            value = layer(value)
-            if index in wanted:
-                found[f"{index}:{type(layer).__name__}"] = value.reshape(len(value), -1).double().numpy()
-        found["output"] = value.reshape(len(value), -1).double().numpy()
-    return found
+        for start in range(0, len(probe), rows):
+            value = torch.from_numpy(probe[start : start + rows]).to(_dtype(module))
+            for index, layer in enumerate(module):
+                value = layer(value)
+                if index in wanted:
+                    found.setdefault(f"{index}:{type(layer).__name__}", []).append(_flat(value))
+            found.setdefault("output", []).append(_flat(value))
+    return {name: np.concatenate(parts) for name, parts in found.items()}
+
+
+def _flat(value) -> np.ndarray:
+    return value.reshape(len(value), -1).double().numpy()
 
 
 def cka_matrix(reps_a: dict[str, np.ndarray], reps_b: dict[str, np.ndarray]) -> list[list[float]]:
