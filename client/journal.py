@@ -137,7 +137,7 @@ class Journal:
         except OSError as err:
             raise _disk_error(err, f"the journal folder {final}") from None
         try:
-            if not journal.try_lock(f"the training process {os.getpid()} on {socket.gethostname()}"):
+            if not journal.try_lock("training"):
                 raise JournalError(f"the journal {final} is in use", "report this as a bug")
             write_json_atomic(journal.root / "meta.json", meta, durable=True)
             journal._open_events()
@@ -214,8 +214,8 @@ class Journal:
 
     # --- locking: the writer (or one sync) holds it while it lives -------------------------------
     def try_lock(self, holder: str | None = None) -> bool:
-        """Take the lock; `holder` says who holds it, for the others to read. False when another process
-        holds it, or when the folder was renamed away by a sync that sent it (see `vanished`)."""
+        """Take the lock; `holder` ("training", "sync") says what holds it, for the others to read. False when
+        another process holds it, or when the folder was renamed away by a sync that sent it (see `vanished`)."""
         if self._lock_fd is not None:
             return True
         try:
@@ -232,7 +232,7 @@ class Journal:
         self._lock_fd = fd
         if holder:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, holder.encode("utf-8"), 0)
+            os.pwrite(fd, json.dumps({"by": holder, "pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
         return True
 
     @property
@@ -240,12 +240,16 @@ class Journal:
         """The folder is gone: a sync sent the run and removed it."""
         return not self.root.is_dir()
 
-    def holder(self) -> str | None:
-        """Who holds the lock, in its own words (None if it did not say)."""
+    def holder(self) -> dict[str, Any]:
+        """What holds the lock, as it said when it took it: {"by": "training" or "sync", "pid", "host"}; a
+        journal of an older format says nothing, and was then held by its training process."""
         try:
-            return (self.root / "lock").read_text(encoding="utf-8", errors="replace").strip() or None
-        except OSError:
-            return None
+            said = json.loads((self.root / "lock").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            said = None
+        if not isinstance(said, dict):
+            said = {"by": "training", "pid": self.meta.get("pid"), "host": self.meta.get("host")}
+        return said
 
     def in_use(self) -> bool:
         """True while another live process (or another Journal of this one) writes or sends this journal."""

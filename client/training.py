@@ -115,7 +115,7 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
         from labclient.run import create_run
 
         run = create_run(team, tracking_uri=options.tracking_uri, tags=_run_tags(options, dataset, device),
-                         offline=options.offline, allow_offline=True, sender=sender)
+                         offline=options.offline, allow_offline=True, sender=sender, on_notice=reporter.warn)
     except BaseException:
         if sender is not None:
             sender.release()  # the run never started: kept for the next one
@@ -132,8 +132,7 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
     run.finish("FINISHED")
     result.run_name, result.run_id, result.url = run.name, run.id, run.url
     result.pending, result.offline, result.journal = run.pending, run.offline, run.journal_path
-    for warning in run.recorder.warnings:
-        reporter.warn(warning)
+    # the store's refusals and a sender that stopped were printed when they happened (create_run's on_notice)
     if run.pending and run.recorder.problem:
         reporter.warn(f"not sent yet: {run.recorder.problem}")
     return result

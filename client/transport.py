@@ -88,6 +88,20 @@ def open_transport(target):
     return HttpTransport(target) if target.is_server else StoreTransport(target)
 
 
+class LazyTransport:
+    """A target's transport, opened on first use: a database that is down when sending starts (its schema
+    check fails) is then an outage retried like any other, not a reason to give up on the run."""
+
+    def __init__(self, target):
+        self.target = target
+        self._transport = None
+
+    def __getattr__(self, name: str):
+        if self._transport is None:
+            self._transport = open_transport(self.target)
+        return getattr(self._transport, name)
+
+
 def _local_id_filter(local_id: str) -> str:
     return f"tags.`{LOCAL_ID_TAG}` = '{local_id}'"
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import logging
 import secrets
 import threading
 import time
@@ -48,15 +50,32 @@ def _record_failure(client: str) -> None:
         _failures[client].append(time.monotonic())
 
 
+class StoreUnavailable(Exception):
+    """The users' database did not answer: nobody can be checked, so nobody is turned away as a bad login."""
+
+
+def _unavailable(err: Exception) -> StoreUnavailable:
+    # the details go to the server's log only: the caller is not authenticated yet
+    logging.getLogger(__name__).warning("cannot check a login, the database failed: %s", " ".join(str(err).split())[:500])
+    cause = err.__cause__ if err.__cause__ is not None else err
+    return StoreUnavailable(type(cause).__name__)
+
+
 def verify_token(username: str, token: str) -> bool:
-    """Constant-time check against the stored hash, skipped when this exact hash was verified before."""
+    """Constant-time check against the stored hash, skipped when this exact hash was verified before.
+    Raises StoreUnavailable when the database cannot say: that is an outage, not a wrong token."""
+    from mlflow.exceptions import MlflowException
     from mlflow.server.auth import store
 
     try:
         stored_hash = store.get_user(username).password_hash
-    except Exception:
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise _unavailable(err) from None
         check_password_hash(_DUMMY_HASH, token)  # same work for unknown users: no user enumeration by timing
         return False
+    except Exception as err:  # SQLAlchemy's errors past MLflow's session handling, a lost connection, ...
+        raise _unavailable(err) from None
     key = (username, hmac.new(_KEY, token.encode(), hashlib.sha256).digest())
     with _lock:
         cached = _verified.get(key)
@@ -73,7 +92,8 @@ def verify_token(username: str, token: str) -> bool:
 
 
 def authenticate_request():
-    """basic-auth's authorization_function: an `Authorization` on success, else a 401/429 response."""
+    """basic-auth's authorization_function: an `Authorization` on success, else a 401/429 response, or 503
+    when the database cannot check the token."""
     cached = g.get("lab_authorization")
     if cached is not None:
         return cached
@@ -83,7 +103,15 @@ def authenticate_request():
     credentials = request.authorization
     if credentials is None or not credentials.username or not credentials.password:
         return _unauthorized("log in with your team name and token (HTTP basic auth)")
-    if not verify_token(credentials.username, credentials.password):
+    try:
+        verified = verify_token(credentials.username, credentials.password)
+    except StoreUnavailable as err:  # not counted as a failed login: the token may well be right
+        message = f"the server's database is unavailable ({err}), so no login can be checked now; try again shortly"
+        response = Response(json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": message}), status=503,
+                            mimetype="application/json")
+        response.headers["Retry-After"] = "5"
+        return response
+    if not verified:
         _record_failure(client)
         return _unauthorized("unknown team or wrong token")
     g.lab_authorization = credentials

@@ -15,6 +15,10 @@ RUN_NUMBERS = "/api/2.0/lab/run-numbers"
 WHOAMI = "/api/2.0/lab/whoami"
 LEADERBOARD_API = "/api/2.0/lab/leaderboard"
 LEADERBOARD_PAGE = "/lab/leaderboard"
+# chunked artifact uploads, under any proxy's body limit (labserver/uploads.py); labclient imports these
+UPLOAD_CREATE = "/api/2.0/lab/uploads/create"
+UPLOAD_CHUNK = "/api/2.0/lab/uploads/chunk"
+UPLOAD_COMPLETE = "/api/2.0/lab/uploads/complete"
 
 
 def _handle_errors(view):
@@ -158,11 +162,17 @@ def register(app: Flask) -> None:
     registry, which refuses any route it has no validator for."""
     from mlflow.server.auth import BEFORE_REQUEST_VALIDATORS
 
+    from labserver import uploads
+
     for path, method, view, decision in (
         (RUN_NUMBERS, "POST", allocate_run_number, Decision.TEAM_OWNER),
         (WHOAMI, "GET", whoami, Decision.AUTHENTICATED),
         (LEADERBOARD_API, "GET", leaderboard_json, Decision.AUTHENTICATED),
         (LEADERBOARD_PAGE, "GET", leaderboard_page, Decision.AUTHENTICATED),
+        # the team that may update the run (each view asks basic-auth), or the admin
+        (UPLOAD_CREATE, "POST", uploads.create_upload, Decision.TEAM_OWNER),
+        (UPLOAD_CHUNK, "PUT", uploads.upload_chunk, Decision.TEAM_OWNER),
+        (UPLOAD_COMPLETE, "POST", uploads.complete_upload, Decision.TEAM_OWNER),
     ):
         app.add_url_rule(path, endpoint=f"lab_{view.__name__}", view_func=view, methods=[method])
         LAB_ROUTES[(path, method)] = decision
