@@ -231,8 +231,11 @@ class Journal:
             return False
         self._lock_fd = fd
         if holder:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"by": holder, "pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({"by": holder, "pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+            except OSError:
+                pass  # a full disk: the others cannot say what holds it, which is no reason not to hold it
         return True
 
     @property

@@ -123,7 +123,9 @@ def store_unavailable(target: Target, err: Exception) -> TrackingError | None:
 
     from labclient.errors import ServerUnreachable, StoreFull
 
-    text = " ".join(str(getattr(err, "orig", None) or err).split())[:300]
+    from labclient.transport import brief_sql_error
+
+    text = brief_sql_error(str(err))
     if "disk is full" in text or "No space left" in text:
         return StoreFull(f"the tracking store's disk is full ({text})", "free some disk space where the store keeps its "
                                                                          "data; nothing is lost, `labclient sync` sends it")

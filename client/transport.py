@@ -18,6 +18,7 @@ import hashlib
 import math
 import mimetypes
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,16 +58,23 @@ def store_errors(what: str):
     try:
         yield
     except MlflowException as err:
-        message = " ".join(str(err.message).split())[:500]
+        message = brief_sql_error(str(err.message))
         if err.error_code in PERMANENT_CODES:
             raise Refused(f"the tracking store refused {what}: {message}") from None
         raise _outage(message) from None
     except SQLAlchemyError as err:  # raised past MLflow's own handling (seen in log_batch when PostgreSQL stops)
-        raise _outage(f"{type(err).__name__}: {' '.join(str(err).split())[:400]}") from None
+        raise _outage(f"{type(err).__name__}: {brief_sql_error(str(err))}") from None
     except OSError as err:  # the artifact copy of a local store
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _outage(f"no space left on the device ({err.filename or 'artifacts'})") from None
         raise ServerUnreachable(f"the tracking store cannot write {err.filename or 'a file'}: {err.strerror}", _RETRIED) from None
+
+
+def brief_sql_error(text: str) -> str:
+    """SQLAlchemy's message without the statement, its parameters and the link it appends: one short line."""
+    text = re.sub(r"\[(?:SQL|parameters): .*?\](?=\s*(?:\[|\(Background|$))|\(Background on this error at: [^)]*\)", "", text,
+                  flags=re.S)
+    return " ".join(text.split())[:400]
 
 
 def _outage(message: str) -> ServerUnreachable:

@@ -48,7 +48,8 @@ def assert_exactly_once(uri: str, run_id: str, events: list[dict], what: str, le
         on_store = sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, key))
         assert on_store == journalled, f"{key}: {len(on_store)} points on the store, {len(journalled)} journalled"
         logged, stored = logged + len(journalled), stored + len(on_store)
-    print(f"\nFIGURE {what}: {logged} points journalled, {stored} stored, 0 lost, 0 duplicated")
+    left_out = f" ({len(leave_out)} damaged lines left out, reported and tagged)" if leave_out else ""
+    print(f"\nFIGURE {what}: {logged} points journalled{left_out}, {stored} stored, 0 lost, 0 duplicated")
     return stored
 
 
@@ -106,3 +107,15 @@ def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | N
         if time.monotonic() > deadline:
             raise TimeoutError(what)
         time.sleep(0.1)
+
+
+def point_at(monkeypatch, uri: str, team: str, token: str | None = None) -> None:
+    """This test's labclient settings (and MLflow's client, reading as the team) point at `uri`."""
+    from labclient.config import reset_settings
+
+    settings = {"LAB_TRACKING_URI": uri, "LAB_TEAM": team, "LAB_JOURNAL_KEEP": "1"}
+    if token:
+        settings.update(LAB_TOKEN=token, MLFLOW_TRACKING_USERNAME=team, MLFLOW_TRACKING_PASSWORD=token)
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    reset_settings()

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 from fault_proxy import FaultProxy
-from fault_support import acked, assert_exactly_once, events_of, lab_env, one_journal, stop, trainer, wait_for
+from fault_support import (acked, assert_exactly_once, events_of, lab_env, one_journal, point_at, stop, trainer,
+                           wait_for)
 from mlflow.tracking import MlflowClient
 
 from labclient.errors import LabWarning
@@ -45,18 +46,9 @@ def proxy(server):
     proxy.close()
 
 
-def _point_at(monkeypatch, url: str, team: str, token: str) -> None:
-    from labclient.config import reset_settings
-
-    for key, value in {"LAB_TRACKING_URI": url, "LAB_TEAM": team, "LAB_TOKEN": token, "LAB_JOURNAL_KEEP": "1",
-                       "MLFLOW_TRACKING_USERNAME": team, "MLFLOW_TRACKING_PASSWORD": token}.items():
-        monkeypatch.setenv(key, value)
-    reset_settings()
-
-
 @pytest.fixture
 def behind_proxy(server, proxy, monkeypatch):
-    _point_at(monkeypatch, proxy.url, TEAM, server.tokens[TEAM])
+    point_at(monkeypatch, proxy.url, TEAM, server.tokens[TEAM])
     return proxy
 
 
@@ -164,7 +156,7 @@ def test_a_refusal_the_store_explains_is_said_by_the_api_and_the_cli(server, beh
 
 def test_a_token_rotated_mid_run_is_reported_at_once(server, cli, isolated_lab, mnist_dir, monkeypatch):
     team, epochs = "green", 10
-    _point_at(monkeypatch, server.url, team, server.tokens[team])
+    point_at(monkeypatch, server.url, team, server.tokens[team])
     process = trainer(["--team", team, "--trainer", "mnist-mlp", "--dataset", "mnist", "--data-dir", str(mnist_dir),
                        "--epochs", str(epochs), "--device", "cpu"], {**lab_env(), "LAB_DRAIN_TIMEOUT": "2"})
     lines: list[str] = []
@@ -193,7 +185,7 @@ def test_a_token_rotated_mid_run_is_reported_at_once(server, cli, isolated_lab, 
 
     new_token = run_labserver(server, "team", "rotate-token", team).rsplit(" ", 1)[-1].strip()
     server.tokens[team] = new_token
-    _point_at(monkeypatch, server.url, team, new_token)
+    point_at(monkeypatch, server.url, team, new_token)
     synced = cli("sync")
     assert synced.exit_code == 0, synced.output
     kept = one_journal(isolated_lab)
