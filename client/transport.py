@@ -72,8 +72,8 @@ def store_errors(what: str):
 
 def brief_sql_error(text: str) -> str:
     """SQLAlchemy's message without the statement, its parameters and the link it appends: one short line."""
-    text = re.sub(r"\[(?:SQL|parameters): .*?\](?=\s*(?:\[|\(Background|$))|\(Background on this error at: [^)]*\)", "", text,
-                  flags=re.S)
+    text = re.sub(r"\[(?:SQL|parameters): .*?\](?=\s*(?:\[|\(Background|$))|\(Background on this error at: [^)]*\)"
+                  r"|\(raised as a result of Query-invoked autoflush[^)]*\)", "", text, flags=re.S)
     return " ".join(text.split())[:400]
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from fault_support import assert_exactly_once, events_of, lab_env, labclient, one_journal
+
+from labclient.errors import LabWarning
 
 pytestmark = pytest.mark.slow
 
@@ -60,13 +63,19 @@ def keep_journals(monkeypatch):
 
 
 def test_the_embedded_store_on_a_full_disk_is_one_line_and_sync_sends_it_later(isolated_lab):
+    from labclient.run import create_run
+
     with tmpfs(_home(isolated_lab), "24m") as home:
-        first = labclient([*TRAIN, "--epochs", "1"], lab_env())
-        assert first.returncode == 0, first.stdout + first.stderr  # the store exists, with room to spare
-        second = labclient([*TRAIN, "--epochs", "2", "--offline"], lab_env())
-        assert second.returncode == 0, second.stdout + second.stderr
-        [folder] = [path for path in (home / "journal").iterdir() if path.name != "synced"]
-        events = events_of(folder)
+        run = create_run("blue")  # on the embedded store, in LAB_HOME: created there, with its number
+        for step in range(100):
+            run.log_metric("cost", 1 / (step + 1), step)
+        run.recorder.flush()
+        os.kill(run.recorder.sender_pid, signal.SIGKILL)  # the rest waits in the journal, for sync
+        for step in range(100, 300):
+            run.log_metric("cost", 1 / (step + 1), step)
+        with pytest.warns(LabWarning, match="the sender process stopped"):
+            assert run.finish() is False
+        events = events_of(run.journal_path)
 
         filler = _fill(home)
         full = labclient(["sync"], lab_env())
@@ -76,13 +85,12 @@ def test_the_embedded_store_on_a_full_disk_is_one_line_and_sync_sends_it_later(i
         assert "when the server is reachable" not in said
         assert len(said.strip().splitlines()) == 2, said  # the run's line and the summary: nothing else
         print(f"\nFIGURE sync onto a full disk said: {said.strip()}")
-        assert events_of(folder) == events  # still pending, all of it
+        assert events_of(run.journal_path) == events  # still pending, all of it
 
         filler.unlink()
         synced = labclient(["sync"], lab_env())
         assert synced.returncode == 0, synced.stdout + synced.stderr
-        run_id = json.loads((home / "journal" / "synced" / folder.name / "state.json").read_text())["run_id"]
-        assert_exactly_once(f"sqlite:///{home / 'mlflow.db'}", run_id, events, "embedded store on a full disk, then sync")
+        assert_exactly_once(f"sqlite:///{home / 'mlflow.db'}", run.id, events, "embedded store on a full disk, then sync")
 
 
 def test_training_that_fills_the_disk_stops_in_one_line_and_keeps_its_journal(isolated_lab, mnist_dir):
