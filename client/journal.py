@@ -28,23 +28,21 @@ import fcntl
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from labclient.errors import DiskFull, LabError
-from labclient.journal_lines import FORMAT, LEGACY_FORMATS, _encode, decode_line, encode_line  # noqa: F401  (_encode: tests)
+from labclient.journal_lines import (FORMAT, LEGACY_FORMATS, _encode, decode_line,  # noqa: F401  (re-exported)
+                                    encode_line, meta_from_start_event, new_meta, start_order, valid_meta)
 
 SYNCED = "synced"  # <home>/journal/synced/: events of sent runs, kept only with LAB_JOURNAL_KEEP=1
 CREATING = ".creating-"  # a journal being made: hidden until it is complete
 RETIRED = ".retired-"  # a sent journal on its way out: hidden, then removed
 READ_CHUNK = 1 << 20
 _COPY_CHUNK = 1 << 20
-_META_KEYS = ("local_id", "local_name", "team", "uri", "created_ms")
 
 
 class JournalError(LabError):
@@ -81,35 +79,6 @@ def write_json_atomic(path: Path, data: dict, durable: bool = False) -> None:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise _disk_error(err, str(path)) from None
-
-
-def new_meta(team: str, uri: str, kind: str, tags: dict[str, Any], offline: bool) -> dict[str, Any]:
-    suffix = secrets.token_hex(4)
-    started_ns = time.time_ns()
-    return {
-        "format": FORMAT,
-        "local_id": f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(started_ns / 1e9))}-{suffix}",
-        "local_name": f"{team}/local-{suffix}",
-        "team": team,
-        "uri": uri,
-        "kind": kind,
-        "offline": offline,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "created_ms": started_ns // 1_000_000,
-        "started_ns": started_ns,  # orders runs started within one millisecond too (the run numbers follow it)
-        "tags": {str(key): str(value) for key, value in (tags or {}).items()},
-    }
-
-
-def start_order(meta: dict[str, Any]) -> int:
-    """When the run started, in ns; journals written before `started_ns` existed have milliseconds."""
-    started = meta.get("started_ns")
-    return started if isinstance(started, int) else int(meta.get("created_ms") or 0) * 1_000_000
-
-
-def _valid_meta(meta: Any) -> bool:
-    return isinstance(meta, dict) and all(key in meta for key in _META_KEYS) and isinstance(meta.get("tags", {}), dict)
 
 
 class Journal:
@@ -162,7 +131,7 @@ class Journal:
         root = Path(root)
         try:
             meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
-            why = None if _valid_meta(meta) else "meta.json lacks the run's team, target or local id"
+            why = None if valid_meta(meta) else "meta.json lacks the run's team, target or local id"
         except FileNotFoundError:
             if not root.is_dir():
                 raise JournalVanished(f"the journal {root} is gone") from None
@@ -171,7 +140,7 @@ class Journal:
             meta, why = None, f"meta.json is unreadable ({type(err).__name__}: {err})"
         if why is None:
             return cls(root, meta)
-        meta = _meta_from_start_event(root)
+        meta = meta_from_start_event(root / "events.jsonl")
         if meta is None:
             if not root.is_dir():
                 raise JournalVanished(f"the journal {root} is gone")
@@ -411,18 +380,6 @@ class Journal:
         """A run that never started (its start was refused): nothing in it is worth keeping."""
         self.close()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _meta_from_start_event(root: Path) -> dict[str, Any] | None:
-    try:
-        with open(root / "events.jsonl", "rb") as handle:
-            first = handle.readline(READ_CHUNK)
-    except OSError:
-        return None
-    event = decode_line(first.rstrip(b"\n"), checked=False)  # its own checksum, when it has one, is checked
-    if event is None or event["type"] != "start" or event["seq"] != 0 or not _valid_meta(event.get("meta")):
-        return None
-    return event["meta"]
 
 
 def _fsync_dir(folder: Path) -> None:

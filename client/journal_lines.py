@@ -1,4 +1,5 @@
-"""One line of a run journal's events.jsonl, and how it is told apart from a damaged one.
+"""One line of a run journal's events.jsonl, how it is told apart from a damaged one, and the run's start
+(meta.json), whose copy is the first line.
 
     {"seq":12,"type":"metric","key":"cost","value":0.25,"timestamp":1700000000000,"step":3,"crc":2415312345}
 
@@ -13,12 +14,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import secrets
+import socket
+import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 FORMAT = "labjournal/2"
 LEGACY_FORMATS = ("labjournal/1",)
 _CRC = b',"crc":'
+_META_KEYS = ("local_id", "local_name", "team", "uri", "created_ms")
 
 _METRIC_KEYS: dict[str, str] = {}  # JSON-escaped metric names, so the hot path formats a line without json.dumps
 
@@ -34,7 +41,8 @@ def _body(seq: int, event: dict[str, Any]) -> str:
                 _METRIC_KEYS[event["key"]] = key
         value = event["value"]
         text = repr(value) if math.isfinite(value) else json.dumps(value)  # repr of a finite float is valid JSON
-        return f'{{"seq":{seq},"type":"metric","key":{key},"value":{text},"timestamp":{event["timestamp"]},"step":{event["step"]}'
+        return (f'{{"seq":{seq},"type":"metric","key":{key},"value":{text},'
+                f'"timestamp":{event["timestamp"]},"step":{event["step"]}')
     return json.dumps({"seq": seq, **event}, separators=(",", ":"))[:-1]
 
 
@@ -71,3 +79,46 @@ def decode_line(line: bytes, checked: bool = True) -> dict[str, Any] | None:
         return None
     event.pop("crc", None)
     return event
+
+
+# --- the run's start ---------------------------------------------------------------------------------
+def new_meta(team: str, uri: str, kind: str, tags: dict[str, Any], offline: bool) -> dict[str, Any]:
+    suffix = secrets.token_hex(4)
+    started_ns = time.time_ns()
+    return {
+        "format": FORMAT,
+        "local_id": f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(started_ns / 1e9))}-{suffix}",
+        "local_name": f"{team}/local-{suffix}",
+        "team": team,
+        "uri": uri,
+        "kind": kind,
+        "offline": offline,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "created_ms": started_ns // 1_000_000,
+        "started_ns": started_ns,  # orders runs started within one millisecond too (the run numbers follow it)
+        "tags": {str(key): str(value) for key, value in (tags or {}).items()},
+    }
+
+
+def start_order(meta: dict[str, Any]) -> int:
+    """When the run started, in ns; journals written before `started_ns` existed have milliseconds."""
+    started = meta.get("started_ns")
+    return started if isinstance(started, int) else int(meta.get("created_ms") or 0) * 1_000_000
+
+
+def valid_meta(meta: Any) -> bool:
+    return isinstance(meta, dict) and all(key in meta for key in _META_KEYS) and isinstance(meta.get("tags", {}), dict)
+
+
+def meta_from_start_event(events_path: Path) -> dict[str, Any] | None:
+    """meta.json as the start event (event 0) recorded it, if that line is whole."""
+    try:
+        with open(events_path, "rb") as handle:
+            first = handle.readline(1 << 20)
+    except OSError:
+        return None
+    event = decode_line(first.rstrip(b"\n"), checked=False)  # its own checksum, when it has one, is checked
+    if event is None or event["type"] != "start" or event["seq"] != 0 or not valid_meta(event.get("meta")):
+        return None
+    return event["meta"]

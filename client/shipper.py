@@ -138,8 +138,8 @@ class Shipper:
         self._save({**self.state, "gaps": [list(gap) for gap in gaps]})
         for first, last in sorted(set(missing) - known):
             which = f"event {first} is" if first == last else f"events {first} to {last} are"
-            self.warnings.append(f"{which} damaged in {self.journal.events_path} (unreadable, or its checksum fails) and "
-                                 f"not sent; the run is tagged {GAPS_TAG}={text}")
+            self.warnings.append(f"{which} damaged in {self.journal.events_path} (unreadable, or its checksum "
+                                 f"fails) and not sent; the run is tagged {GAPS_TAG}={text}")
 
     def _send(self, group: list) -> None:
         kind = group[0][0]["type"]

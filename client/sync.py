@@ -164,7 +164,8 @@ def _ship_with_retries(shipper, tries: int = 0) -> None:
             return
         except ServerUnreachable as err:
             if attempt == tries:
-                raise type(err)(f"{err} (tried {tries} times in {time.monotonic() - started:.0f} s)", err.remedy) from None
+                tried = f"{err} (tried {tries} times in {time.monotonic() - started:.0f} s)"
+                raise type(err)(tried, err.remedy) from None
             time.sleep(delay * random.uniform(0.8, 1.2))
             delay *= 2
 

@@ -127,9 +127,11 @@ def store_unavailable(target: Target, err: Exception) -> TrackingError | None:
 
     text = brief_sql_error(str(err))
     if "disk is full" in text or "No space left" in text:
-        return StoreFull(f"the tracking store's disk is full ({text})", "free some disk space where the store keeps its "
-                                                                         "data; nothing is lost, `labclient sync` sends it")
-    outage = (sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.TimeoutError, sa_errors.DisconnectionError)
+        return StoreFull(f"the tracking store's disk is full ({text})",
+                         "free some disk space where the store keeps its data; nothing is lost, "
+                         "`labclient sync` sends it")
+    outage = (sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.TimeoutError,
+              sa_errors.DisconnectionError)
     if not isinstance(err, outage) or any(reason in text for reason in _NOT_AN_OUTAGE):
         return None
     if target.uri.startswith("sqlite") and "locked" not in text:

@@ -67,7 +67,8 @@ def store_errors(what: str):
     except OSError as err:  # the artifact copy of a local store
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _outage(f"no space left on the device ({err.filename or 'artifacts'})") from None
-        raise ServerUnreachable(f"the tracking store cannot write {err.filename or 'a file'}: {err.strerror}", _RETRIED) from None
+        raise ServerUnreachable(f"the tracking store cannot write {err.filename or 'a file'}: {err.strerror}",
+                                _RETRIED) from None
 
 
 def brief_sql_error(text: str) -> str:
@@ -202,7 +203,8 @@ class HttpTransport:
                                             timeout=self.timeout)
         except requests.RequestException as err:
             # the type only: an exception's text may quote the request, and a token must never be shown
-            raise ServerUnreachable(f"cannot reach the server at {self.base} ({type(err).__name__})", _RETRIED) from None
+            raise ServerUnreachable(f"cannot reach the server at {self.base} ({type(err).__name__})",
+                                    _RETRIED) from None
         status = response.status_code
         code, message = _mlflow_error(response)
         if status == 401:
@@ -221,7 +223,8 @@ class HttpTransport:
         if missing_ok and status == 404 and code == "RESOURCE_DOES_NOT_EXIST":
             return None
         said = f"{code}: {message}" if code else f"{_what(response)}, not the tracking server's own answer"
-        raise ServerUnreachable(f"the server at {self.base} answered {status} to {path.rsplit('/', 1)[-1]} ({said})", _RETRIED)
+        raise ServerUnreachable(f"the server at {self.base} answered {status} to {path.rsplit('/', 1)[-1]} ({said})",
+                                _RETRIED)
 
     def experiment_id(self, team: str) -> str:
         from labclient.server_api import ServerApi
@@ -291,14 +294,16 @@ class HttpTransport:
         offsets -> complete, where the server checks size and sha256 before the file joins the run."""
         from labserver.routes import UPLOAD_CHUNK, UPLOAD_COMPLETE, UPLOAD_CREATE
 
-        upload = self._request("POST", UPLOAD_CREATE, json={"run_id": run_id, "path": inside_run, "size": size, "sha256": sha256})
+        upload = self._request("POST", UPLOAD_CREATE,
+                               json={"run_id": run_id, "path": inside_run, "size": size, "sha256": sha256})
         if upload.get("complete"):  # the answer to an earlier complete was lost
             return
         received, chunk = int(upload["received"]), upload_chunk_bytes()
         with open(path, "rb") as handle:
             while received < size:
                 handle.seek(received)
-                answer = self._request("PUT", UPLOAD_CHUNK, params={"upload_id": upload["upload_id"], "offset": received},
+                answer = self._request("PUT", UPLOAD_CHUNK,
+                                       params={"upload_id": upload["upload_id"], "offset": received},
                                        data=handle.read(chunk), headers={"Content-Type": "application/octet-stream"})
                 received = int(answer["received"])
         self._request("POST", UPLOAD_COMPLETE, json={"upload_id": upload["upload_id"]})

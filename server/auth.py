@@ -56,7 +56,8 @@ class StoreUnavailable(Exception):
 
 def _unavailable(err: Exception) -> StoreUnavailable:
     # the details go to the server's log only: the caller is not authenticated yet
-    logging.getLogger(__name__).warning("cannot check a login, the database failed: %s", " ".join(str(err).split())[:500])
+    logging.getLogger(__name__).warning("cannot check a login, the database failed: %s",
+                                        " ".join(str(err).split())[:500])
     cause = err.__cause__ if err.__cause__ is not None else err
     return StoreUnavailable(type(cause).__name__)
 

@@ -92,9 +92,11 @@ def _may_update(run_id: str) -> None:
 
 def _checked_path(run_id: str, path) -> str:
     if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path:
-        raise BadRequest(f"invalid artifact path {path!r}", "give a relative path inside the run, such as model/model.safetensors")
+        raise BadRequest(f"invalid artifact path {path!r}",
+                         "give a relative path inside the run, such as model/model.safetensors")
     if artifact_write_escapes_run(f"/api/2.0/mlflow-artifacts/artifacts/0/{run_id}/artifacts/{quote(path)}", "PUT"):
-        raise BadRequest("artifact uploads must stay inside one run's folder", "no empty, '.' or '..' parts in the path")
+        raise BadRequest("artifact uploads must stay inside one run's folder",
+                         "no empty, '.' or '..' parts in the path")
     return path
 
 
@@ -127,8 +129,10 @@ def create_upload():
     run_id, size, sha256 = body.get("run_id"), body.get("size"), body.get("sha256")
     if not (isinstance(run_id, str) and _RUN_ID.match(run_id)):
         raise BadRequest(f"invalid run id {run_id!r}", "give the run's 32-character id")
-    if not (isinstance(size, int) and size >= 0) or not (isinstance(sha256, str) and len(sha256) == 64 and _HEX.match(sha256)):
-        raise BadRequest("size must be a whole number of bytes and sha256 64 lowercase hex digits", "send the file's own")
+    sized = isinstance(size, int) and size >= 0
+    if not sized or not (isinstance(sha256, str) and len(sha256) == 64 and _HEX.match(sha256)):
+        raise BadRequest("size must be a whole number of bytes and sha256 64 lowercase hex digits",
+                         "send the file's own")
     path = _checked_path(run_id, body.get("path"))
     _may_update(run_id)
     upload_id = hashlib.sha256(f"{run_id}\0{path}\0{size}\0{sha256}".encode()).hexdigest()[:32]
@@ -160,7 +164,8 @@ def upload_chunk():
         fcntl.flock(handle, fcntl.LOCK_EX)  # workers of one server share the folder
         received = os.fstat(handle.fileno()).st_size
         if offset > received:
-            raise UploadAborted(f"offset {offset} lies past the {received} bytes received", "create the upload again to resume")
+            raise UploadAborted(f"offset {offset} lies past the {received} bytes received",
+                                "create the upload again to resume")
         handle.seek(offset)
         while block := request.stream.read(_COPY_BLOCK):
             if handle.tell() + len(block) > ticket["size"]:
@@ -210,6 +215,7 @@ def _store(part: Path, run_id: str, path: str) -> None:
         parsed = urlparse(artifact_uri)
         if parsed.scheme == "mlflow-artifacts":
             inside = "/".join(filter(None, [parsed.path.strip("/"), folder]))
-            _get_artifact_repo_mlflow_artifacts().log_artifact(str(local), _get_workspace_scoped_repo_path_if_enabled(inside))
+            inside = _get_workspace_scoped_repo_path_if_enabled(inside)
+            _get_artifact_repo_mlflow_artifacts().log_artifact(str(local), inside)
         else:
             get_artifact_repository(artifact_uri).log_artifact(str(local), folder or None)

@@ -65,7 +65,8 @@ def test_every_call_is_on_disk_when_it_returns(isolated_lab, tmp_path):
     events = _events(run.journal_path)  # read while the run is open: nothing waits in a buffer
     assert [e["seq"] for e in events] == list(range(len(events)))  # the run's start is event 0
     assert [(e["type"], e.get("key")) for e in events] == [
-        ("start", None), ("param", "eta"), ("param", "sizes"), ("metric", "cost"), ("metric", "accuracy"), ("artifact", None)]
+        ("start", None), ("param", "eta"), ("param", "sizes"), ("metric", "cost"), ("metric", "accuracy"),
+        ("artifact", None)]
     assert events[2]["value"] == "[784, 30, 10]" and events[3]["step"] == 3
     copy = run.journal_path / events[5]["file"]
     assert copy.read_text() == "first try" and events[5]["size"] == len("first try")
@@ -122,7 +123,8 @@ def test_metric_lines_are_exact_json(key, value, step, timestamp):
     line = journal_module._encode(7, event)
     read = json.loads(line)
     assert read.pop("seq") == 7
-    assert read.pop("crc") == zlib.crc32(line[: line.rindex(',"crc":')].encode())  # the checksum covers the rest of the line
+    # the checksum covers the rest of the line
+    assert read.pop("crc") == zlib.crc32(line[: line.rindex(',"crc":')].encode())
     if math.isnan(value):
         assert math.isnan(read.pop("value")) and read == {k: v for k, v in event.items() if k != "value"}
     else:
@@ -137,7 +139,8 @@ def test_a_torn_last_line_is_ignored_and_cut_before_appending(isolated_lab):
     with open(run.journal_path / "events.jsonl", "ab") as handle:
         handle.write(b'{"seq":3,"type":"metric","key":"cost","val')  # ... in the middle of a write
     journal = Journal.open(run.journal_path)
-    assert [event.get("step") for event, _ in journal.read_all()] == [None, 0, 1]  # the start (event 0), then the two steps
+    # the start (event 0), then the two steps
+    assert [event.get("step") for event, _ in journal.read_all()] == [None, 0, 1]
     assert journal.try_lock()
     journal.open_for_append()
     assert journal.append([{"type": "tag", "key": "k", "value": "v"}]) == 3

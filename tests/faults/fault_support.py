@@ -64,7 +64,8 @@ def trainer(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 def labclient(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     environment.update(PYTHONUNBUFFERED="1", COLUMNS="200", **env)
-    return subprocess.run([str(BIN / "labclient"), *args], env=environment, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(BIN / "labclient"), *args], env=environment, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def lab_env() -> dict[str, str]:

@@ -135,7 +135,7 @@ def test_a_run_outlives_its_servers_database_restarting_and_stopping(pg_server, 
         pg_server.database.restarting(3)
         with pg_server.database.stopped():
             stopped_at = len(events_of(folder))
-            wait_for(lambda: len(events_of(folder)) > stopped_at + 1000, 60, "1,000 events journalled while it is stopped",
+            wait_for(lambda: len(events_of(folder)) > stopped_at + 1000, 60, "1,000 events while it is stopped",
                      process)
         output, _ = process.communicate(timeout=240)
     finally:
@@ -145,7 +145,7 @@ def test_a_run_outlives_its_servers_database_restarting_and_stopping(pg_server, 
     kept = one_journal(isolated_lab)
     assert kept.parent.name == "synced"  # drained while training: everything acknowledged
     run_id = json.loads((kept / "state.json").read_text())["run_id"]
-    assert_exactly_once(pg_server.url, run_id, events_of(kept), "labserver's PostgreSQL restarting, then stopped, mid-run")
+    assert_exactly_once(pg_server.url, run_id, events_of(kept), "labserver's PostgreSQL restarting, stopped, mid-run")
 
 
 def test_a_run_started_while_the_servers_database_is_down_is_journalled(pg_server, cli, isolated_lab, monkeypatch):
@@ -181,7 +181,8 @@ def test_direct_postgres_restarting_and_stopping_mid_run_loses_nothing(postgres,
             killer.join()
             with database.stopped():
                 stopped_at = len(events_of(folder))
-                wait_for(lambda: len(events_of(folder)) > stopped_at + 1000, 60, "1,000 events while it is stopped", process)
+                wait_for(lambda: len(events_of(folder)) > stopped_at + 1000, 60, "1,000 events while it is stopped",
+                         process)
             output, _ = process.communicate(timeout=240)
         finally:
             stop(process)
@@ -190,7 +191,7 @@ def test_direct_postgres_restarting_and_stopping_mid_run_loses_nothing(postgres,
         kept = one_journal(isolated_lab)
         assert kept.parent.name == "synced"
         run_id = json.loads((kept / "state.json").read_text())["run_id"]
-        assert_exactly_once(database.uri, run_id, events_of(kept), "direct PostgreSQL restarting, then stopped, mid-run")
+        assert_exactly_once(database.uri, run_id, events_of(kept), "direct PostgreSQL restarting, stopped, mid-run")
 
 
 def test_train_on_direct_postgres_that_is_down_journals_and_sync_sends_it(postgres, cli, isolated_lab, monkeypatch):
@@ -212,4 +213,4 @@ def test_train_on_direct_postgres_that_is_down_journals_and_sync_sends_it(postgr
         assert synced.exit_code == 0, synced.output
         kept = one_journal(isolated_lab)
         run_id = json.loads((kept / "state.json").read_text())["run_id"]
-        assert_exactly_once(database.uri, run_id, events_of(kept), "training while direct PostgreSQL was down, then sync")
+        assert_exactly_once(database.uri, run_id, events_of(kept), "trained while direct PostgreSQL was down, sync")

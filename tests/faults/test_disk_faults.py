@@ -90,7 +90,7 @@ def test_the_embedded_store_on_a_full_disk_is_one_line_and_sync_sends_it_later(i
         filler.unlink()
         synced = labclient(["sync"], lab_env())
         assert synced.returncode == 0, synced.stdout + synced.stderr
-        assert_exactly_once(f"sqlite:///{home / 'mlflow.db'}", run.id, events, "embedded store on a full disk, then sync")
+        assert_exactly_once(f"sqlite:///{home / 'mlflow.db'}", run.id, events, "embedded store on a full disk, sync")
 
 
 def test_training_that_fills_the_disk_stops_in_one_line_and_keeps_its_journal(isolated_lab, mnist_dir):
@@ -109,6 +109,7 @@ def test_training_that_fills_the_disk_stops_in_one_line_and_keeps_its_journal(is
         synced = labclient(["sync"], lab_env())
         assert synced.returncode == 0, synced.stdout + synced.stderr
         ends = [event["status"] for event in events if event["type"] == "end"]  # FAILED, when its line still fit
-        assert f"ended {ends[0]}" in synced.stdout if ends else "ended KILLED (its training process had died)" in synced.stdout
+        said = f"ended {ends[0]}" if ends else "ended KILLED (its training process had died)"
+        assert said in synced.stdout
         run_id = json.loads((one_journal(isolated_lab) / "state.json").read_text())["run_id"]
-        assert_exactly_once(f"sqlite:///{home / 'mlflow.db'}", run_id, events, "training that filled the disk, then sync")
+        assert_exactly_once(f"sqlite:///{home / 'mlflow.db'}", run_id, events, "training that filled the disk, sync")

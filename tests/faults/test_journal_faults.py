@@ -33,7 +33,8 @@ def _run_of(uri: str, folder: Path):
     """The run on the store of a journal folder (named by the run's local id), once synced."""
     local_id = folder.name
     client = MlflowClient(uri)
-    [run] = client.search_runs([client.get_experiment_by_name("blue").experiment_id], f"tags.`lab.local_id` = '{local_id}'")
+    experiment = client.get_experiment_by_name("blue").experiment_id
+    [run] = client.search_runs([experiment], f"tags.`lab.local_id` = '{local_id}'")
     return run
 
 
@@ -58,8 +59,8 @@ def test_a_lost_or_damaged_meta_json_is_rebuilt_and_an_unreadable_folder_is_list
     assert status.exit_code == 0, status.output
     assert "2 pending run(s)" in status.output
     assert meta[lost]["local_name"] in status.output and meta[damaged]["local_name"] in status.output
-    assert f"cannot read the journal folder {hopeless}: meta.json is missing, and events.jsonl does not begin with the " \
-           "run's start" in status.output
+    assert (f"cannot read the journal folder {hopeless}: meta.json is missing, and events.jsonl does not begin "
+            "with the run's start") in status.output
     assert "restore" in status.output and "move the folder out of the journal" in status.output
     for folder in (lost, damaged):
         assert json.loads((folder / "meta.json").read_text()) == meta[folder]  # rebuilt from event 0
@@ -77,7 +78,7 @@ def test_a_lost_or_damaged_meta_json_is_rebuilt_and_an_unreadable_folder_is_list
 def test_damaged_lines_in_the_middle_are_reported_by_number_and_tag_the_run(cli, embedded_uri):
     folder = _finished_offline_run(100)
     expected = events_of(folder)
-    _rewrite_line(folder, 40, lambda line: line.replace(b'"value":0.0', b'"value":0.9', 1))  # still JSON: the checksum tells
+    _rewrite_line(folder, 40, lambda line: line.replace(b'"value":0.0', b'"value":0.9', 1))  # JSON still: the crc tells
     _rewrite_line(folder, 70, lambda line: b"\0" * len(line))  # zeros, as a crash of the machine leaves them
     assert "2 damaged lines cannot be sent" in cli("status").output
 

@@ -21,7 +21,8 @@ def _api(server, team, method, path, **kwargs):
 
 @pytest.fixture(scope="module")
 def blue_run(lab_server):
-    experiment = _api(lab_server, "blue", "GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "blue"})
+    experiment = _api(lab_server, "blue", "GET", "/api/2.0/mlflow/experiments/get-by-name",
+                      params={"experiment_name": "blue"})
     created = _api(lab_server, "blue", "POST", "/api/2.0/mlflow/runs/create",
                    json={"experiment_id": experiment.json()["experiment"]["experiment_id"], "run_name": "blue/uploads"})
     assert created.status_code == 200, created.text
@@ -44,9 +45,10 @@ def test_a_file_goes_up_in_chunks_resumes_and_lands_in_the_run(lab_server, blue_
     upload = created.json()
     assert upload["received"] == 0 and upload["complete"] is False
     assert _chunk(lab_server, "blue", upload["upload_id"], 0, data[:100_000]).json() == {"received": 100_000}
-    assert _chunk(lab_server, "blue", upload["upload_id"], 0, data[:100_000]).json() == {"received": 100_000}  # again: no change
-    again = _create(lab_server, "blue", blue_run, "model/model.safetensors", data).json()
-    assert again == {**upload, "received": 100_000}  # the same upload, resumed where it stopped
+    again = _chunk(lab_server, "blue", upload["upload_id"], 0, data[:100_000])
+    assert again.json() == {"received": 100_000}  # the same chunk twice changes nothing
+    resumed = _create(lab_server, "blue", blue_run, "model/model.safetensors", data).json()
+    assert resumed == {**upload, "received": 100_000}  # the same upload, resumed where it stopped
     early = _api(lab_server, "blue", "POST", UPLOAD_COMPLETE, json={"upload_id": upload["upload_id"]})
     assert early.status_code == 409 and early.json()["error_code"] == "ABORTED"  # not all of it yet
     assert _chunk(lab_server, "blue", upload["upload_id"], 100_000, data[100_000:]).json() == {"received": 300_000}
@@ -59,7 +61,8 @@ def test_a_file_goes_up_in_chunks_resumes_and_lands_in_the_run(lab_server, blue_
     finally:
         del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
     assert open(path, "rb").read() == data
-    assert _create(lab_server, "blue", blue_run, "model/model.safetensors", data).json()["complete"] is True  # a lost answer
+    lost_answer = _create(lab_server, "blue", blue_run, "model/model.safetensors", data)
+    assert lost_answer.json()["complete"] is True  # what a client whose complete went unanswered asks next
 
 
 def test_a_chunk_past_what_arrived_and_a_file_that_does_not_match_are_refused(lab_server, blue_run):
@@ -67,7 +70,8 @@ def test_a_chunk_past_what_arrived_and_a_file_that_does_not_match_are_refused(la
     upload = _create(lab_server, "blue", blue_run, "damaged.bin", data).json()
     gap = _chunk(lab_server, "blue", upload["upload_id"], 10, data[10:])
     assert gap.status_code == 409 and gap.json()["error_code"] == "ABORTED"
-    assert _chunk(lab_server, "blue", upload["upload_id"], 0, data[:49_999] + b"X").status_code == 200  # damaged on the way
+    damaged = data[:49_999] + b"X"  # changed on the way
+    assert _chunk(lab_server, "blue", upload["upload_id"], 0, damaged).status_code == 200
     mismatch = _api(lab_server, "blue", "POST", UPLOAD_COMPLETE, json={"upload_id": upload["upload_id"]})
     assert mismatch.status_code == 409 and "does not match" in mismatch.json()["message"]
     assert _create(lab_server, "blue", blue_run, "damaged.bin", data).json()["received"] == 0  # discarded: start over
