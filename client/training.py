@@ -55,6 +55,7 @@ class TrainResult:
     pending: bool = False  # not (yet) all on the tracking store: it waits in `journal` for `labclient sync`
     offline: bool = False
     journal: Path | None = None
+    problem: str | None = None  # why it is pending, when the sender said: the store's answer or silence
 
 
 def load_trainer(name: str):
@@ -132,6 +133,7 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
     run.finish("FINISHED")
     result.run_name, result.run_id, result.url = run.name, run.id, run.url
     result.pending, result.offline, result.journal = run.pending, run.offline, run.journal_path
+    result.problem = run.recorder.problem if run.pending else None
     # the store's refusals and a sender that stopped were printed when they happened (create_run's on_notice)
     if run.pending and run.recorder.problem:
         reporter.warn(f"not sent yet: {run.recorder.problem}")

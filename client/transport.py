@@ -126,7 +126,8 @@ class StoreTransport:
         from labclient import tracking
 
         self.target = target
-        self.client = tracking.open_client(target)
+        with store_errors("opening the store"):  # MLflow's store writes its Default experiment when it opens
+            self.client = tracking.open_client(target)
 
     def _call(self, method, *args, **kwargs):
         with store_errors(method):

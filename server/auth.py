@@ -68,15 +68,18 @@ def verify_token(username: str, token: str) -> bool:
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth import store
 
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         stored_hash = store.get_user(username).password_hash
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+    except (MlflowException, SQLAlchemyError, OSError) as err:
+        if getattr(err, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":  # the database failed, not the name
             raise _unavailable(err) from None
         check_password_hash(_DUMMY_HASH, token)  # same work for unknown users: no user enumeration by timing
         return False
-    except Exception as err:  # SQLAlchemy's errors past MLflow's session handling, a lost connection, ...
-        raise _unavailable(err) from None
+    except Exception:  # any other way of saying "no such user"
+        check_password_hash(_DUMMY_HASH, token)
+        return False
     key = (username, hmac.new(_KEY, token.encode(), hashlib.sha256).digest())
     with _lock:
         cached = _verified.get(key)

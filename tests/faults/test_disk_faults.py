@@ -113,3 +113,27 @@ def test_training_that_fills_the_disk_stops_in_one_line_and_keeps_its_journal(is
         assert said in synced.stdout
         run_id = json.loads((one_journal(isolated_lab) / "state.json").read_text())["run_id"]
         assert_exactly_once(f"sqlite:///{home / 'mlflow.db'}", run_id, events, "training that filled the disk, sync")
+
+
+def test_training_onto_a_store_whose_disk_is_full_says_so_and_sync_sends_it_later(isolated_lab, tmp_path):
+    store = tmp_path / "store"
+    with tmpfs(store, "16m"):
+        uri = f"sqlite:///{store / 'mlflow.db'}"
+        from labserver.db import migrate
+
+        migrate.upgrade_all(uri)  # the store exists, as it would after earlier runs
+        filler = _fill(store)
+        trained = labclient([*TRAIN, "--epochs", "1", "--tracking-uri", uri], {**lab_env(), "LAB_DRAIN_TIMEOUT": "2"})
+        said = trained.stdout + trained.stderr
+        assert trained.returncode == 0, said  # the journal has room: training goes on
+        assert "the tracking store's disk is full" in said and "Traceback" not in said
+        assert "once there is free space where the store keeps its data" in said
+        assert "when the server is reachable" not in said
+        [folder] = [path for path in (isolated_lab / "data" / "journal").iterdir() if path.name != "synced"]
+        events = events_of(folder)
+
+        filler.unlink()
+        synced = labclient(["sync"], lab_env())
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        run_id = json.loads((isolated_lab / "data" / "journal" / "synced" / folder.name / "state.json").read_text())
+        assert_exactly_once(uri, run_id["run_id"], events, "training onto a store on a full disk, then sync")
