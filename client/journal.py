@@ -31,10 +31,12 @@ import os
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from labclient.errors import DiskFull, LabError
+from labclient.file_system import fsync_dir, lock_owner
 from labclient.journal_lines import (FORMAT, LEGACY_FORMATS, _encode, decode_line,  # noqa: F401  (re-exported)
                                     encode_line, meta_from_start_event, new_meta, start_order, valid_meta)
 
@@ -115,7 +117,7 @@ class Journal:
             os.fsync(journal._fd)
             os.rename(journal.root, final)
             journal.root = final
-            _fsync_dir(journal_dir)
+            fsync_dir(journal_dir)
         except OSError as err:
             journal.discard()
             raise _disk_error(err, f"the journal folder {final}") from None
@@ -200,9 +202,10 @@ class Journal:
             return False
         self._lock_fd = fd
         if holder:
-            try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps({"by": holder, "pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+            said = json.dumps({"by": holder, "pid": os.getpid(), "host": socket.gethostname()}).encode()
+            try:  # written over the last holder's words, then cut to length: never an empty file to read
+                os.pwrite(fd, said, 0)
+                os.ftruncate(fd, len(said))
             except OSError:
                 pass  # a full disk: the others cannot say what holds it, which is no reason not to hold it
         return True
@@ -212,16 +215,28 @@ class Journal:
         """The folder is gone: a sync sent the run and removed it."""
         return not self.root.is_dir()
 
-    def holder(self) -> dict[str, Any]:
-        """What holds the lock, as it said when it took it: {"by": "training" or "sync", "pid", "host"}; a
-        journal of an older format says nothing, and was then held by its training process."""
-        try:
-            said = json.loads((self.root / "lock").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            said = None
-        if not isinstance(said, dict):
-            said = {"by": "training", "pid": self.meta.get("pid"), "host": self.meta.get("host")}
-        return said
+    def holder(self, patience_s: float = 2.0) -> dict[str, Any]:
+        """What holds the lock, as it said when it took it: {"by": "training" or "sync", "pid", "host", "held"}.
+        The kernel knows which process holds it (/proc/locks); one that has just taken it may not have said
+        so yet, so the file is read again for up to `patience_s` until it names that process. "held" is False
+        when the lock turned out to be free after all (its holder let go a moment ago). A journal of an older
+        format says nothing, and was then held by its training process."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            known, owner = lock_owner(self.root / "lock")
+            try:
+                said = json.loads((self.root / "lock").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                said = None
+            if known and owner is None:
+                return {**(said if isinstance(said, dict) else {}), "held": False}
+            if isinstance(said, dict) and (owner is None or said.get("pid") == owner):
+                return {**said, "held": True}
+            if time.monotonic() > deadline:
+                training = owner is None or owner == self.meta.get("pid")
+                return {"by": "training" if training else "another process", "pid": owner or self.meta.get("pid"),
+                        "host": self.meta.get("host"), "held": True}
+            time.sleep(0.02)
 
     def in_use(self) -> bool:
         """True while another live process (or another Journal of this one) writes or sends this journal."""
@@ -380,19 +395,6 @@ class Journal:
         """A run that never started (its start was refused): nothing in it is worth keeping."""
         self.close()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def pending_journals(journal_dir: Path) -> list[Journal]:

@@ -84,13 +84,15 @@ def _summary(journal: Journal) -> tuple[int, int, int, str | None, int]:
     return events, files, size, end, damaged
 
 
-def _held_by(journal: Journal, sync: bool = False) -> str:
+def _held_by(journal: Journal, sync: bool = False, holder: dict | None = None) -> str:
     """What holds a journal's lock: in `status`'s words, or in `sync`'s (why it leaves the run alone)."""
-    holder = journal.holder()
+    holder = holder or journal.holder()
     elsewhere = holder.get("host") not in (None, socket.gethostname())
     pid = f"pid {holder.get('pid')}" + (f" on {holder['host']}" if elsewhere else "")
     if holder.get("by") == "sync":
         return f"being sent by another `labclient sync` ({pid})"
+    if holder.get("by") != "training":
+        return f"held by {holder.get('by')} ({pid})"
     return f"still being trained by {pid}, whose own sender ships it" if sync else f"training ({pid})"
 
 
@@ -130,9 +132,10 @@ def sync_pending(settings: Settings | None = None, tracking_uri: str | None = No
         yield SyncResult(folder.path.name, error=f"cannot be read: {folder.one_line()}", cause="unreadable")
     down: dict[str, ServerUnreachable] = {}  # stores that did not answer: their other runs wait for the next sync
     for journal in journals:
-        if not journal.try_lock("sync"):
-            if not journal.vanished:  # gone: another sync sent it and reports it
-                yield SyncResult(journal.meta["local_name"], skipped=_held_by(journal, sync=True))
+        held = _take(journal)
+        if held is not None:
+            if held:  # "" when it is gone: another sync sent it, and reports it
+                yield SyncResult(journal.meta["local_name"], skipped=held)
             continue
         uri = tracking_uri or journal.meta["uri"]
         try:
@@ -146,6 +149,19 @@ def sync_pending(settings: Settings | None = None, tracking_uri: str | None = No
             yield SyncResult(journal.meta["local_name"], error=err.one_line(), cause=_cause(err))
         finally:
             journal.close()
+
+
+def _take(journal: Journal) -> str | None:
+    """Lock the journal for this sync: None when it did, else why not ("" when another sync sent it away)."""
+    for _ in range(3):
+        if journal.try_lock("sync"):
+            return None
+        holder = journal.holder()
+        if journal.vanished:
+            return ""
+        if holder["held"]:
+            return _held_by(journal, sync=True, holder=holder)
+    return _held_by(journal, sync=True)  # let go and taken again, three times over: someone else is at it
 
 
 def _cause(err: LabError) -> str:
