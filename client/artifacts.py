@@ -104,10 +104,9 @@ def check_round_trip(session) -> int:
     import tempfile
 
     import torch
-    from safetensors.torch import load_file
-
     from labclient.loading import build_model
     from labclient.weights import save_safetensors
+    from safetensors.torch import load_file
 
     described = model_spec(session)
     with tempfile.TemporaryDirectory() as folder:

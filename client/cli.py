@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from labclient.errors import ConfigError, DiskFull, LabError
 from labclient.safe_text import one_line
 
@@ -88,7 +87,8 @@ def train(team, trainer, dataset, epochs, lr, batch_size, optimizer, seed, param
     """Train a model and log the run, its hardware, compute figures and weights."""
     from labclient.artifacts import summary_rows
     from labclient.reporting import print_table
-    from labclient.training import TrainOptions, train as run_training
+    from labclient.training import TrainOptions
+    from labclient.training import train as run_training
 
     overrides = {**_parse_params(params), "epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer, "seed": seed}
     options = TrainOptions(
@@ -98,9 +98,12 @@ def train(team, trainer, dataset, epochs, lr, batch_size, optimizer, seed, param
     result = run_training(options)
     print_table(summary_rows(result), title="dry run" if dry_run else f"run {result.run_name}")
     if result.pending:
-        why = "it was trained offline" if result.offline else "the tracking server did not answer in time"
+        why, when = ("it was trained offline" if result.offline else "the tracking server did not answer in time",
+                     "when the server is reachable")
+        if result.problem and "the tracking store's disk is full" in result.problem:
+            why, when = "the tracking store's disk is full", "once there is free space where the store keeps its data"
         click.echo(f"The run is stored locally and pending ({why}): {result.journal}\n"
-                   "Nothing is lost. Run `labclient sync` when the server is reachable; `labclient status` lists pending runs.")
+                   f"Nothing is lost. Run `labclient sync` {when}; `labclient status` lists pending runs.")
     elif not dry_run:
         from labclient.config import get_settings
         from labclient.tracking import resolve_target

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import click
-
 from labclient.errors import ConfigError, LabError
 from labclient.safe_text import markup, one_line, printable
 
@@ -199,11 +198,10 @@ def _render(entry) -> None:
 
 
 def _print_leaderboard(rows: list[dict], by: str) -> None:
+    from labclient.compute import human_count
     from rich import box
     from rich.console import Console
     from rich.table import Table
-
-    from labclient.compute import human_count
 
     metric = rows[0]["metric"]
     extra = [metric] if metric not in ("test_accuracy", "test_cost") else []

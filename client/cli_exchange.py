@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from labclient.errors import CorruptCacheEntry
 from labclient.safe_text import one_line
 
@@ -46,7 +45,13 @@ class _DownloadBar:
         if total < PROGRESS_MIN_BYTES or not self.console.is_terminal:
             return
         if self.progress is None:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=self.console)
             self.progress.start()

@@ -171,7 +171,6 @@ def measure_model(model, input_shape: tuple[int, ...]):
     convolutions), without the seconds that importing torch's compiler stack costs.
     """
     import torch
-
     from labclient.compute import ComputeFigures
 
     if not input_shape:

@@ -15,14 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.utils.validation import MAX_EXPERIMENT_TAG_VAL_LENGTH, MAX_TAG_VAL_LENGTH
-
 from labclient import tracking
 from labclient.config import get_settings
 from labclient.diary_draft import artifact_link, describe_architecture, draft_entry  # noqa: F401  (the draft API)
-from labclient.errors import ConfigError, InvalidReference, LabError, RunNotFound, TrackingError
+from labclient.errors import (
+    ConfigError,
+    InvalidReference,
+    LabError,
+    RunNotFound,
+    TrackingError,
+)
 from labclient.run import DESCRIPTION_TAG
 from labserver.names import is_valid_team
+from mlflow.utils.validation import MAX_EXPERIMENT_TAG_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 RUN_LIMIT = MAX_TAG_VAL_LENGTH  # 8,000 characters in MLflow 3.17
 TEAM_LIMIT = MAX_EXPERIMENT_TAG_VAL_LENGTH  # 20,000 characters in MLflow 3.17

@@ -48,7 +48,17 @@ class TrackingError(LabError):
 
 
 class ServerUnreachable(TrackingError):
-    """No answer, a timeout or a 5xx: worth retrying later (the journal keeps everything meanwhile)."""
+    """No answer, a timeout, a 5xx, or an answer that is not the store's own: worth retrying later (the
+    journal keeps everything meanwhile)."""
+
+
+class StoreFull(ServerUnreachable):
+    """The tracking store's own disk is full: retried like an outage, but the remedy is disk space."""
+
+
+class LabWarning(UserWarning):
+    """What the Python API reports without stopping the run: an entry the store refused for good, or a
+    sender that stopped (a token rotated mid-run). `labclient train` prints the same lines."""
 
 
 class DiskFull(LabError):

@@ -19,7 +19,13 @@ from typing import Any, Callable
 from labclient import refs
 from labclient.cache import CacheEntry, ModelCache, store_key
 from labclient.config import Settings, get_settings
-from labclient.errors import ArchitectureError, IntegrityError, InvalidReference, NoWeights, TrackingError
+from labclient.errors import (
+    ArchitectureError,
+    IntegrityError,
+    InvalidReference,
+    NoWeights,
+    TrackingError,
+)
 
 Progress = Callable[[str, int, int], None]  # (artifact path, bytes so far, total bytes)
 WEIGHTS_ARTIFACT = "model/model.safetensors"

@@ -11,7 +11,6 @@ import re
 from typing import Any
 
 import numpy as np
-
 from labclient.errors import UnsafePickle, WeightsFormatError
 
 MAX_DIMENSIONS = 32

@@ -35,8 +35,9 @@ class Recorder:
     """Journals params, metrics, tags and artifacts of one run; its sender process ships them."""
 
     def __init__(self, journal, target=None, *, drain_timeout: float = 30.0, keep_journal: bool = False,
-                 sender: "SenderProcess | None" = None):
+                 sender: "SenderProcess | None" = None, on_notice: Callable[[str], None] | None = None):
         self.journal = journal
+        self.on_notice = on_notice  # told at once, on the sender's reader thread: refusals, and why sending stopped
         self.drain_timeout = drain_timeout
         self.keep_journal = keep_journal
         self.state: dict[str, Any] = journal.state()  # the run on the store: experiment id, number, run id
@@ -190,6 +191,7 @@ class Recorder:
             self._sender.stop()  # as if this process had died
 
     def _on_message(self, message: dict[str, Any]) -> None:
+        notices = list(message.get("warnings", []))
         with self._cond:
             self.acked_seq = max(self.acked_seq, int(message.get("acked", 0)))
             self.state = message.get("state", self.state)
@@ -199,13 +201,27 @@ class Recorder:
             self._request_seconds.extend(message.get("request_seconds", []))
             if message.get("fatal"):
                 self._fatal = _rebuild(message["fatal"])
+                notices.append(f"sending stopped: {self._fatal.one_line()}; training goes on, and the journal keeps "
+                               "everything for `labclient sync`")
             self._cond.notify_all()
+        self._notice(notices)
 
     def _on_sender_exit(self, why: str) -> None:
         with self._cond:
-            if self._fatal is None:
+            stopped = self._fatal is None
+            if stopped:
                 self._fatal = TrackingError(why, "nothing is lost: it stays in the journal, and `labclient sync` sends it")
             self._cond.notify_all()
+        if stopped:
+            self._notice([self._fatal.one_line()])
+
+    def _notice(self, lines: list[str]) -> None:
+        for line in lines:
+            if self.on_notice is not None:
+                try:
+                    self.on_notice(line)
+                except Exception:  # a broken terminal must not stop the reports that keep the run's state
+                    pass
 
 
 class SenderProcess:

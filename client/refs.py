@@ -15,7 +15,13 @@ import re
 from dataclasses import dataclass
 
 from labclient.errors import InvalidReference, NoWeights, RunNotFound
-from labserver.names import RUN_NUMBER_TAG, TEAM_PATTERN, is_valid_team, run_name, run_number
+from labserver.names import (
+    RUN_NUMBER_TAG,
+    TEAM_PATTERN,
+    is_valid_team,
+    run_name,
+    run_number,
+)
 
 FORMS = "TEAM/run-N, TEAM/latest, TEAM/best or a 32-character run id"
 WEIGHTS_TAG = "lab.weights.sha256"

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from labclient import tracking
 from labclient.config import Settings, get_settings
-from labclient.errors import LabError, ServerUnreachable
+from labclient.errors import LabError, LabWarning, ServerUnreachable
 from labclient.journal import Journal, new_meta
 from labclient.recorder import Recorder, SenderProcess, check_tags
 from labclient.shipper import Shipper
@@ -145,10 +146,13 @@ class Run:
 def create_run(
     team: str | None, *, settings: Settings | None = None, tracking_uri: str | None = None, tags: dict[str, Any] | None = None,
     offline: bool | None = None, allow_offline: bool = False, sender: SenderProcess | None = None,
+    on_notice=None,
 ) -> Run:
     """Start a run. `offline` journals it without contacting any server; `allow_offline` keeps going
     (journalled, numbered later) when the server cannot be reached, instead of raising ServerUnreachable.
-    `sender`: a sender process already started for this target (`labclient train` starts it early)."""
+    `sender`: a sender process already started for this target (`labclient train` starts it early).
+    `on_notice(line)` hears at once of an entry the store refused for good, or of sending that stopped (a
+    token rotated mid-run); by default each becomes a LabWarning through Python's `warnings`."""
     settings = settings or get_settings()
     team = tracking.validate_team(team or settings.team)
     target = tracking.resolve_target(settings, tracking_uri)
@@ -166,13 +170,17 @@ def create_run(
                     raise
                 unreachable = err.one_line()
         recorder = Recorder(journal, None if offline else target, drain_timeout=settings.drain_timeout,
-                            keep_journal=settings.journal_keep, sender=sender)
+                            keep_journal=settings.journal_keep, sender=sender, on_notice=on_notice or _warn)
     except BaseException:
         journal.discard()
         if sender is not None:
             sender.release()
         raise
     return Run(recorder, target, team, unreachable)
+
+
+def _warn(line: str) -> None:
+    warnings.warn(line, LabWarning, stacklevel=2)
 
 
 @contextmanager

@@ -28,10 +28,15 @@ import pickle
 from typing import Any
 
 import numpy as np
-
 from labclient.errors import UnsafePickle, WeightsFormatError
 from labclient.pickle_numpy import (
-    PendingDtype, array_shape, as_dtype, element_count, is_plain_dtype, plain_type_code, set_dtype_state,
+    PendingDtype,
+    array_shape,
+    as_dtype,
+    element_count,
+    is_plain_dtype,
+    plain_type_code,
+    set_dtype_state,
 )
 
 MAX_ARRAY_BYTES_OVER_FILE = 1 << 20  # array data the unpickler may rebuild beyond the file's own size

@@ -28,28 +28,42 @@ class ServerApi:
                 f"cannot reach the server at {self.base} ({type(err).__name__})",
                 "check the URL and that labserver is running",
             ) from None
-        if response.status_code == 401:
+        status = response.status_code
+        if status == 401:
             raise TrackingError(
                 f"the server at {self.base} did not accept the token of team {self.team!r}",
                 "run `labclient login` again, or ask the admin for a new token",
             )
-        if response.status_code == 429:
+        if status == 429:
             raise TrackingError("too many failed logins from this machine", "wait a minute, then try again")
-        if response.status_code == 403:
+        if status == 403:
             raise PermissionDenied(_message(response))
-        if response.status_code == 404:
-            raise TrackingError(f"{self.base} is not a labserver (no {path})", "check the URL")
-        if response.status_code >= 500:
-            raise ServerUnreachable(f"the server at {self.base} answered {response.status_code}", "try again later")
-        if not response.ok:
-            raise TrackingError(f"the server answered {response.status_code}: {_message(response)}")
-        try:
-            return response.json()
-        except ValueError:
-            raise TrackingError(f"{self.base} answered with something that is not JSON", "check the URL") from None
+        if response.ok:
+            try:
+                return response.json()
+            except ValueError:
+                raise ServerUnreachable(f"{self.base} answered {path} with something that is not JSON",
+                                        "check the URL, and any proxy in front of the server") from None
+        if 400 <= status < 500 and _error_code(response) in ("INVALID_PARAMETER_VALUE", "INVALID_STATE"):
+            raise TrackingError(f"the server answered {status}: {_message(response)}")
+        # a proxy's page, a 404 from something that is not (or not only) a labserver, a 5xx or the server's 503
+        # while its database is down: an outage to wait out, which a run does in its journal
+        said = _message(response) if _error_code(response) else response.headers.get("Content-Type", "no content type")
+        remedy = ("try again shortly" if status >= 500 else
+                  "check the URL if it persists: is it a labserver, and does a proxy in front of it pass this route?")
+        raise ServerUnreachable(f"the server at {self.base} answered {status} to {path} ({said})",
+                                f"{remedy}; a run keeps everything in its journal meanwhile")
 
     def whoami(self) -> dict:
         return self._call("GET", routes.WHOAMI)
+
+
+def _error_code(response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("error_code") if isinstance(body, dict) else None
 
 
 def _message(response) -> str:

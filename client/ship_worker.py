@@ -179,13 +179,16 @@ def main() -> int:
     from labclient.journal import Journal
     from labclient.shipper import Shipper
     from labclient.tracking import Target
-    from labclient.transport import open_transport
+    from labclient.transport import LazyTransport
 
     ordered = _next_order("target")
     if ordered is None:
         return 0
+    transport = LazyTransport(Target(**{**ordered, "artifact_root": Path(ordered["artifact_root"])}))
     try:  # connect (imports, a local store's schema check) while the run is still being set up
-        transport = open_transport(Target(**{**ordered, "artifact_root": Path(ordered["artifact_root"])}))
+        transport.experiment_id  # noqa: B018  (the attribute opens the transport)
+    except ServerUnreachable:
+        pass  # a store that is down: every round tries to open it again, as it retries any outage
     except LabError as err:
         channel.write(json.dumps({"fatal": _describe(err)}) + "\n")
         channel.flush()

@@ -3,6 +3,9 @@
 The sender process (labclient/ship_worker.py) runs it while a run trains, and `labclient sync`
 afterwards: the same code, so a run that was offline is published exactly as a live one would have been.
 
+A damaged line in the journal (a checksum that fails, anywhere but a torn last line) leaves a gap in
+the sequence numbers: the shipper says which numbers are missing and tags the run `lab.journal.gaps`.
+
 Exactly once as the store sees it: a point is sent again only when its acknowledgement was lost, and
 then it is the same point (same key, step, value and original timestamp), which MLflow's SQL store
 drops as a duplicate of its primary key; params are re-sent with the same value (allowed), tags
@@ -24,6 +27,7 @@ from labclient.journal import READ_CHUNK
 from labclient.transport import LOCAL_ID_TAG, LOCAL_NAME_TAG, Refused
 from labserver.names import run_name
 
+GAPS_TAG = "lab.journal.gaps"  # the sequence numbers of journal lines that were damaged and could not be sent
 MAX_ENTITIES_PER_BATCH = 1000  # MLflow's limits for one log_batch
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
@@ -97,20 +101,47 @@ class Shipper:
         """Send the journalled events after the acknowledged one (all of them, or about `max_bytes` of
         them); returns how many were sent."""
         with self._lock:
-            sent = 0
+            sent, read_from = 0, self._offset
             while True:
-                chunk = self.journal.read(self._offset, max_bytes or READ_CHUNK)
+                chunk, end = self.journal.scan(read_from, max_bytes or READ_CHUNK)
                 items = [item for item in chunk if item[0]["seq"] > self.acked_seq]
                 if not items:
-                    return sent
+                    if end == read_from:
+                        return sent
+                    read_from = end  # only damaged or already acknowledged lines: look further
+                    continue
+                self._check_gaps(items)
                 for group in _groups(items):
                     self._send(group)
                     last, offset = group[-1]
                     self.journal.mark_acked(last["seq"], offset)
                     self.acked_seq, self._offset = last["seq"], offset
                     sent += len(group)
+                read_from = self._offset
                 if max_bytes:
                     return sent
+
+    def _check_gaps(self, items: list) -> None:
+        """Numbers run on by one; a number skipped is a line that could not be read."""
+        missing, expected = [], self.acked_seq + 1
+        for event, _ in items:
+            if event["seq"] > expected:
+                missing.append((expected, event["seq"] - 1))
+            expected = event["seq"] + 1
+        if not missing:
+            return
+        known = {tuple(gap) for gap in self.state.get("gaps", [])}
+        gaps = sorted(known | set(missing))
+        text = ",".join(str(first) if first == last else f"{first}-{last}" for first, last in gaps)
+        try:
+            self._timed(self.transport.log_batch, self.state["run_id"], [], [], [(GAPS_TAG, text[:5000])])
+        except Refused as err:
+            self.warnings.append(f"the tag {GAPS_TAG} was not set: {err}")
+        self._save({**self.state, "gaps": [list(gap) for gap in gaps]})
+        for first, last in sorted(set(missing) - known):
+            which = f"event {first} is" if first == last else f"events {first} to {last} are"
+            self.warnings.append(f"{which} damaged in {self.journal.events_path} (unreadable, or its checksum "
+                                 f"fails) and not sent; the run is tagged {GAPS_TAG}={text}")
 
     def _send(self, group: list) -> None:
         kind = group[0][0]["type"]
@@ -123,6 +154,7 @@ class Shipper:
         elif kind == "end":
             self._timed(self.transport.set_terminated, self.state["run_id"], group[0][0]["status"], group[0][0]["end_time"])
             self.ended_with = group[0][0]["status"]
+        # "start" (the copy of meta.json) and kinds of a later journal format: nothing to send
 
     def _timed(self, call, *args) -> None:
         started = time.perf_counter()
@@ -152,7 +184,7 @@ class Shipper:
             return
         try:
             self._timed(self.transport.log_artifact, self.state["run_id"], self.state.get("artifact_uri", ""), path,
-                        event.get("artifact_path"))
+                        event.get("artifact_path"), event.get("sha256"))
         except Refused as err:
             self._refused(event, err)
 

@@ -7,6 +7,7 @@ by the same code over the lab's table there (`StoreTransport.register`).
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ def open_client(target: Target):
         # mlflow is first imported, which configures its loggers from this variable.
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     if not target.is_server:
+        if not os.environ.get("LAB_DEBUG"):  # MLflow logs a store error's traceback before raising it, which we report
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         prepare_database(target)
     else:
         check_server(target)
@@ -105,7 +108,33 @@ def prepare_database(target: Target) -> None:
             if not migrate.is_lab_schema_current(target.uri):
                 migrate.upgrade_all(target.uri)
         except Exception as err:
-            raise TrackingError(f"cannot open the tracking store {target.uri}: {err}", "check the path or URI") from None
+            raise store_unavailable(target, err) or TrackingError(
+                f"cannot open the tracking store {target.uri}: {err}", "check the path or URI") from None
+
+
+def store_unavailable(target: Target, err: Exception) -> TrackingError | None:
+    """A database that is down, restarting or full is an outage to wait out in the journal (ServerUnreachable),
+    not a wrong URI: None for the errors that a retry will not mend."""
+    import sqlalchemy.exc as sa_errors
+    from labclient.errors import ServerUnreachable, StoreFull
+    from labclient.transport import brief_sql_error
+
+    text = brief_sql_error(str(err))
+    if "disk is full" in text or "No space left" in text:
+        return StoreFull(f"the tracking store's disk is full ({text})",
+                         "free some disk space where the store keeps its data; nothing is lost, "
+                         "`labclient sync` sends it")
+    outage = (sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.TimeoutError,
+              sa_errors.DisconnectionError)
+    if not isinstance(err, outage) or any(reason in text for reason in _NOT_AN_OUTAGE):
+        return None
+    if target.uri.startswith("sqlite") and "locked" not in text:
+        return None  # a file that cannot be opened: a wrong path, not an outage
+    return ServerUnreachable(f"the tracking store is unavailable: {type(err).__name__}: {text}",
+                             "the run is journalled and sent when the store is back, or by `labclient sync`")
+
+
+_NOT_AN_OUTAGE = ("password authentication failed", "does not exist", "no password supplied")
 
 
 @contextmanager

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from labclient import compute, hardware, tracking
 from labclient.config import get_settings
 from labclient.data import Dataset, load_dataset
 from labclient.errors import ConfigError, TrainerNotFound, TrainingDiverged
+from pydantic import ValidationError
 
 STEP_FLUSH_EVERY = 50  # read step costs off the device in groups: one sync per group, not per step
 DRY_RUN_BATCHES = 2
@@ -55,6 +54,7 @@ class TrainResult:
     pending: bool = False  # not (yet) all on the tracking store: it waits in `journal` for `labclient sync`
     offline: bool = False
     journal: Path | None = None
+    problem: str | None = None  # why it is pending, when the sender said: the store's answer or silence
 
 
 def load_trainer(name: str):
@@ -92,7 +92,6 @@ def build_config(trainer, overrides: dict[str, Any]):
 
 def train(options: TrainOptions, reporter=None) -> TrainResult:
     import torch
-
     from labclient.reporting import Reporter
 
     reporter = reporter or Reporter()
@@ -115,7 +114,7 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
         from labclient.run import create_run
 
         run = create_run(team, tracking_uri=options.tracking_uri, tags=_run_tags(options, dataset, device),
-                         offline=options.offline, allow_offline=True, sender=sender)
+                         offline=options.offline, allow_offline=True, sender=sender, on_notice=reporter.warn)
     except BaseException:
         if sender is not None:
             sender.release()  # the run never started: kept for the next one
@@ -132,8 +131,8 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
     run.finish("FINISHED")
     result.run_name, result.run_id, result.url = run.name, run.id, run.url
     result.pending, result.offline, result.journal = run.pending, run.offline, run.journal_path
-    for warning in run.recorder.warnings:
-        reporter.warn(warning)
+    result.problem = run.recorder.problem if run.pending else None
+    # the store's refusals and a sender that stopped were printed when they happened (create_run's on_notice)
     if run.pending and run.recorder.problem:
         reporter.warn(f"not sent yet: {run.recorder.problem}")
     return result

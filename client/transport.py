@@ -1,32 +1,91 @@
 """How a journal reaches its tracking store: MLflow's client on a database, or a labserver's REST API.
 
-Both raise ServerUnreachable for what is worth retrying (no answer, a timeout, 5xx, 429) and Refused
-for one request the store will never accept (a changed param, a value too long), so the sender can
-retry the first kind and skip the second. Other TrackingErrors (a token refused) stop the sending
-of the whole run. The HTTP transport sends each request once, with a timeout: retrying is the
-recorder's job, with its own backoff, not MLflow's minutes-long retry loop.
+Both raise Refused only for one request the store itself explains it will never accept: an MLflow
+error whose code says the entry is invalid (a changed param, a value too long), so the sender skips
+it and says so. Everything else that fails is ServerUnreachable, retried and never dropped: no answer,
+a timeout, a 5xx, a store whose database connection broke (SQLAlchemy's errors, on every transport),
+and any answer that is not the tracking server's own (an HTML page, a 404, 413 or 502 from a proxy,
+a body that is not JSON). Other TrackingErrors (a token refused) stop the sending of the whole run.
+The HTTP transport sends each request once, with a timeout: retrying is the sender's job, with its own
+backoff, not MLflow's minutes-long retry loop. Files larger than one chunk go up in chunks through the
+lab's upload routes (labserver/uploads.py), each request under common proxy body limits (nginx: 1 MB).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import math
 import mimetypes
+import os
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from labclient.errors import ServerUnreachable, TrackingError
+from labclient.errors import ServerUnreachable, StoreFull, TrackingError
 from labserver import routes
 from labserver.names import RUN_NUMBER_TAG, run_number
 
 REQUEST_TIMEOUT_S = 15.0
+UPLOAD_CHUNK_BYTES = 512 * 1024  # half of nginx's default client_max_body_size; LAB_UPLOAD_CHUNK_BYTES overrides
 LOCAL_ID_TAG = "lab.local_id"
 LOCAL_NAME_TAG = "lab.local_name"
-_RETRY_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "ABORTED"}
+# MLflow error codes that mean "this entry can never be accepted"; any other failure may pass on a retry
+PERMANENT_CODES = {"INVALID_PARAMETER_VALUE", "INVALID_STATE", "RESOURCE_ALREADY_EXISTS"}
+_RETRIED = "it is retried; nothing is lost"
 
 
 class Refused(TrackingError):
     """The store refused this one request for good; the sender skips it and says so."""
+
+
+def upload_chunk_bytes() -> int:
+    value = os.environ.get("LAB_UPLOAD_CHUNK_BYTES", "")
+    return max(int(value), 4096) if value.isdigit() else UPLOAD_CHUNK_BYTES
+
+
+def _disk_full(text: str) -> bool:
+    return "disk is full" in text or "No space left" in text or "Disk quota exceeded" in text
+
+
+@contextmanager
+def store_errors(what: str):
+    """MLflow's and SQLAlchemy's failures of a database store as the sender's two kinds: a refusal the
+    store explains, or an outage (a dropped connection, a pool timeout, a full disk) that is retried."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except MlflowException as err:
+        message = brief_sql_error(str(err.message))
+        if err.error_code in PERMANENT_CODES:
+            raise Refused(f"the tracking store refused {what}: {message}") from None
+        raise _outage(message) from None
+    except SQLAlchemyError as err:  # raised past MLflow's own handling (seen in log_batch when PostgreSQL stops)
+        raise _outage(f"{type(err).__name__}: {brief_sql_error(str(err))}") from None
+    except OSError as err:  # the artifact copy of a local store
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _outage(f"no space left on the device ({err.filename or 'artifacts'})") from None
+        raise ServerUnreachable(f"the tracking store cannot write {err.filename or 'a file'}: {err.strerror}",
+                                _RETRIED) from None
+
+
+def brief_sql_error(text: str) -> str:
+    """SQLAlchemy's message without the statement, its parameters and the link it appends: one short line."""
+    text = re.sub(r"\[(?:SQL|parameters): .*?\](?=\s*(?:\[|\(Background|$))|\(Background on this error at: [^)]*\)"
+                  r"|\(raised as a result of Query-invoked autoflush[^)]*\)", "", text, flags=re.S)
+    return " ".join(text.split())[:400]
+
+
+def _outage(message: str) -> ServerUnreachable:
+    if _disk_full(message):
+        return StoreFull(f"the tracking store's disk is full: {message}",
+                         "free some disk space where the store keeps its data; nothing is lost, `labclient sync` "
+                         "sends the rest")
+    return ServerUnreachable(f"the tracking store is unavailable: {message}", _RETRIED)
 
 
 @dataclass
@@ -38,6 +97,20 @@ class FoundRun:
 
 def open_transport(target):
     return HttpTransport(target) if target.is_server else StoreTransport(target)
+
+
+class LazyTransport:
+    """A target's transport, opened on first use: a database that is down when sending starts (its schema
+    check fails) is then an outage retried like any other, not a reason to give up on the run."""
+
+    def __init__(self, target):
+        self.target = target
+        self._transport = None
+
+    def __getattr__(self, name: str):
+        if self._transport is None:
+            self._transport = open_transport(self.target)
+        return getattr(self._transport, name)
 
 
 def _local_id_filter(local_id: str) -> str:
@@ -54,34 +127,26 @@ class StoreTransport:
         from labclient import tracking
 
         self.target = target
-        self.client = tracking.open_client(target)
+        with store_errors("opening the store"):  # MLflow's store writes its Default experiment when it opens
+            self.client = tracking.open_client(target)
 
     def _call(self, method, *args, **kwargs):
-        from mlflow.exceptions import MlflowException
-
-        try:
+        with store_errors(method):
             return getattr(self.client, method)(*args, **kwargs)
-        except MlflowException as err:
-            message = " ".join(str(err.message).split())[:500]
-            if err.error_code in _RETRY_CODES:
-                raise ServerUnreachable(f"the tracking store is unavailable: {message}", "it is retried") from None
-            raise Refused(f"the tracking store refused {method}: {message}") from None
 
     def experiment_id(self, team: str) -> str:
         from labclient import tracking
 
-        return tracking.ensure_team_experiment(self.client, self.target, team)
+        with store_errors("the team's experiment"):
+            return tracking.ensure_team_experiment(self.client, self.target, team)
 
     def register(self, run_id: str) -> int:
         """The run's number, allocated by the lab's table in this database (once), with its identity tags."""
         from labserver.identity import register
         from labserver.store import LabStore
 
-        try:
+        with store_errors("a run number"):
             return register(self.client, LabStore(self.target.uri), run_id).number
-        except Exception as err:  # MLflow's own errors, and the lab table's database errors alike
-            message = " ".join(str(getattr(err, "message", err)).split())[:300]
-            raise ServerUnreachable(f"the tracking store could not number the run: {message}", "it is retried") from None
 
     def find_run(self, experiment_id: str, local_id: str) -> FoundRun | None:
         runs = self._call("search_runs", [experiment_id], _local_id_filter(local_id), max_results=1)
@@ -103,7 +168,8 @@ class StoreTransport:
             tags=[RunTag(key, value) for key, value in tags],
         )
 
-    def log_artifact(self, run_id: str, artifact_uri: str, path: Path, artifact_path: str | None) -> None:
+    def log_artifact(self, run_id: str, artifact_uri: str, path: Path, artifact_path: str | None,
+                     sha256: str | None = None) -> None:
         self._call("log_artifact", run_id, str(path), artifact_path)
 
     def set_terminated(self, run_id: str, status: str, end_time: int) -> None:
@@ -130,7 +196,10 @@ class HttpTransport:
 
         tracking.use_credentials(target)  # as open_client does: MLflow's client in this process reads as the team
 
-    def _request(self, method: str, path: str, *, json=None, params=None, data=None, headers=None) -> dict:
+    def _request(self, method: str, path: str, *, json=None, params=None, data=None, headers=None,
+                 missing_ok: bool = False) -> dict | None:
+        """The JSON answer; Refused only for an MLflow error that says the request can never succeed;
+        None for a missing resource when `missing_ok`; ServerUnreachable for everything else."""
         import requests
 
         try:
@@ -138,21 +207,28 @@ class HttpTransport:
                                             timeout=self.timeout)
         except requests.RequestException as err:
             # the type only: an exception's text may quote the request, and a token must never be shown
-            raise ServerUnreachable(f"cannot reach the server at {self.base} ({type(err).__name__})", "it is retried") from None
+            raise ServerUnreachable(f"cannot reach the server at {self.base} ({type(err).__name__})",
+                                    _RETRIED) from None
         status = response.status_code
-        if status in (408, 429) or status >= 500:
-            raise ServerUnreachable(f"the server at {self.base} answered {status}", "it is retried")
+        code, message = _mlflow_error(response)
         if status == 401:
             raise TrackingError(f"the server at {self.base} did not accept the token of team {self.target.team!r}",
                                 "run `labclient login` again (or set LAB_TOKEN), then `labclient sync`")
         if status == 403:
-            raise TrackingError(f"the server at {self.base} refused: {_message(response)}", "log in as the run's team")
-        if not response.ok:
-            raise Refused(f"the server refused {path.rsplit('/', 1)[-1]}: {_message(response)}")
-        try:
-            return response.json() if response.content else {}
-        except ValueError:
-            raise Refused(f"{self.base} answered {path} with something that is not JSON") from None
+            raise TrackingError(f"the server at {self.base} refused: {message}", "log in as the run's team")
+        if response.ok:
+            try:
+                return response.json() if response.content else {}
+            except ValueError:  # a proxy's or captive portal's page with a 200
+                raise ServerUnreachable(f"{self.base} answered {path} with something that is not JSON "
+                                        f"({_what(response)}): not the tracking server's answer", _RETRIED) from None
+        if 400 <= status < 500 and code in PERMANENT_CODES:
+            raise Refused(f"the server refused {path.rsplit('/', 1)[-1]}: {message}")
+        if missing_ok and status == 404 and code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        said = f"{code}: {message}" if code else f"{_what(response)}, not the tracking server's own answer"
+        raise ServerUnreachable(f"the server at {self.base} answered {status} to {path.rsplit('/', 1)[-1]} ({said})",
+                                _RETRIED)
 
     def experiment_id(self, team: str) -> str:
         from labclient.server_api import ServerApi
@@ -164,7 +240,8 @@ class HttpTransport:
             raise TrackingError(f"the token is team {identity.get('team')!r}'s, the run is team {team!r}'s",
                                 f"set LAB_TEAM={team} and that team's LAB_TOKEN")
         try:
-            found = self._request("GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": team})
+            found = self._request("GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": team},
+                                  missing_ok=True) or {}
         except Refused:
             found = {}
         if "experiment" not in found:
@@ -199,16 +276,40 @@ class HttpTransport:
         }
         self._request("POST", "/api/2.0/mlflow/runs/log-batch", json=body)
 
-    def log_artifact(self, run_id: str, artifact_uri: str, path: Path, artifact_path: str | None) -> None:
+    def log_artifact(self, run_id: str, artifact_uri: str, path: Path, artifact_path: str | None,
+                     sha256: str | None = None) -> None:
         parsed = urlparse(artifact_uri)
         if parsed.scheme != "mlflow-artifacts":  # a server that does not proxy artifacts: MLflow's own client
             StoreLessArtifacts(self.target).log_artifact(run_id, path, artifact_path)
             return
-        parts = [parsed.path.strip("/")] + ([artifact_path.strip("/")] if artifact_path else []) + [path.name]
-        url_path = "/api/2.0/mlflow-artifacts/artifacts/" + quote("/".join(parts))
+        inside_run = "/".join(([artifact_path.strip("/")] if artifact_path else []) + [path.name])
+        size = path.stat().st_size
+        if size > upload_chunk_bytes():
+            self._upload_in_chunks(run_id, path, inside_run, size, sha256 or _sha256(path))
+            return
+        url_path = "/api/2.0/mlflow-artifacts/artifacts/" + quote(f"{parsed.path.strip('/')}/{inside_run}")
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         with open(path, "rb") as handle:
             self._request("PUT", url_path, data=handle, headers={"Content-Type": content_type})
+
+    def _upload_in_chunks(self, run_id: str, path: Path, inside_run: str, size: int, sha256: str) -> None:
+        """create (idempotent: the same run, path, size and sha256 resume the same upload) -> chunks at
+        offsets -> complete, where the server checks size and sha256 before the file joins the run."""
+        from labserver.routes import UPLOAD_CHUNK, UPLOAD_COMPLETE, UPLOAD_CREATE
+
+        upload = self._request("POST", UPLOAD_CREATE,
+                               json={"run_id": run_id, "path": inside_run, "size": size, "sha256": sha256})
+        if upload.get("complete"):  # the answer to an earlier complete was lost
+            return
+        received, chunk = int(upload["received"]), upload_chunk_bytes()
+        with open(path, "rb") as handle:
+            while received < size:
+                handle.seek(received)
+                answer = self._request("PUT", UPLOAD_CHUNK,
+                                       params={"upload_id": upload["upload_id"], "offset": received},
+                                       data=handle.read(chunk), headers={"Content-Type": "application/octet-stream"})
+                received = int(answer["received"])
+        self._request("POST", UPLOAD_COMPLETE, json={"upload_id": upload["upload_id"]})
 
     def set_terminated(self, run_id: str, status: str, end_time: int) -> None:
         self._request("POST", "/api/2.0/mlflow/runs/update", json={"run_id": run_id, "status": status, "end_time": end_time})
@@ -230,9 +331,8 @@ class StoreLessArtifacts:
         self.target = target
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None) -> None:
-        from mlflow.exceptions import MlflowException
-
         from labclient import tracking
+        from mlflow.exceptions import MlflowException
 
         try:
             tracking.open_client(self.target).log_artifact(run_id, str(path), artifact_path)
@@ -249,8 +349,25 @@ def _json_double(value: float):
     return value
 
 
-def _message(response) -> str:
+def _mlflow_error(response) -> tuple[str | None, str]:
+    """(error_code, message) of an MLflow JSON error; (None, the start of the body) for anything else."""
     try:
-        return " ".join(str(response.json().get("message", response.text)).split())[:300]
+        body = response.json()
     except ValueError:
-        return " ".join(response.text.split())[:300]
+        return None, " ".join(response.text.split())[:300]
+    if isinstance(body, dict) and isinstance(body.get("error_code"), str):
+        return body["error_code"], " ".join(str(body.get("message", "")).split())[:300]
+    return None, " ".join(response.text.split())[:300]
+
+
+def _what(response) -> str:
+    kind = (response.headers.get("Content-Type") or "no content type").split(";")[0]
+    return f"{kind}, {len(response.content):,} bytes"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

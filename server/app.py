@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 
 from flask import Flask, g, jsonify, request
-
 from labserver import views
 from labserver.auth import VERIFIED_HEADER, team_from_verified_header
+from labserver.caller import is_admin
 from labserver.frontdoor import FrontDoor
 from labserver.permissions import Decision, artifact_write_escapes_run, decide
 
@@ -43,7 +43,10 @@ def store_request_limit() -> int:
     30 s timeout: 30 teams' senders logging at once froze the server that way (bench/FINDINGS.md).
     With one request fewer than the pool holds, one of them always gets its second connection.
     """
-    from mlflow.environment_variables import MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW, MLFLOW_SQLALCHEMYSTORE_POOL_SIZE
+    from mlflow.environment_variables import (
+        MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW,
+        MLFLOW_SQLALCHEMYSTORE_POOL_SIZE,
+    )
 
     pool = (MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.get() or 5) + (MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.get() or 10)  # SQLAlchemy's defaults
     return max(pool - 1, 1)
@@ -81,7 +84,7 @@ def enforce_lab_rules():
         if not hasattr(result, "username"):
             return result
         user = result.username
-    if views.is_admin(user):
+    if is_admin(user):
         return None
     if decision is None:
         return _denied(f"{request.method} {request.path} has no authorization rule, so it is refused")
@@ -92,10 +95,9 @@ def enforce_lab_rules():
 
 def _identity_refusal(user: str):
     """Requests that would write a run's identity, or tie one team's work to another's (labserver/identity.py)."""
-    from mlflow.server.handlers import _get_tracking_store
-
     from labserver.identity import refusal
     from labserver.permissions import api_suffix
+    from mlflow.server.handlers import _get_tracking_store
 
     suffix = api_suffix(request.path)
     if suffix is None or request.method not in ("POST", "PATCH"):
@@ -112,9 +114,8 @@ def native_route_decision(path: str, method: str) -> Decision | None:
 
 def guard_native_routes(fastapi_app) -> None:
     """FastAPI's own routes (artifact streaming, gateway, traces) never pass Flask's hooks."""
-    from starlette.responses import JSONResponse
-
     from labserver.routelist import native_route_matches
+    from starlette.responses import JSONResponse
 
     @fastapi_app.middleware("http")
     async def lab_native_route_guard(http_request, call_next):
@@ -126,6 +127,6 @@ def guard_native_routes(fastapi_app) -> None:
         if decision in _PASS_THROUGH:
             return await call_next(http_request)
         team = team_from_verified_header(http_request.headers.get(VERIFIED_HEADER))
-        if decision is Decision.ADMIN_ONLY and team is not None and await asyncio.to_thread(views.is_admin, team):
+        if decision is Decision.ADMIN_ONLY and team is not None and await asyncio.to_thread(is_admin, team):
             return await call_next(http_request)
         return JSONResponse({"error_code": "PERMISSION_DENIED", "message": f"{http_request.method} {http_request.url.path} is refused"}, status_code=403)

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import logging
 import secrets
 import threading
 from collections import OrderedDict
 
 from flask import Response, g, request
+from labserver.throttle import LoginThrottle
 from werkzeug.datastructures import Authorization
 from werkzeug.security import check_password_hash, generate_password_hash
-
-from labserver.throttle import LoginThrottle
 
 VERIFIED_HEADER = "x-lab-verified-team"  # written by the front door only; any copy a client sends is dropped
 _CACHE_SIZE = 4096
@@ -46,20 +47,34 @@ def _unauthorized(message: str, status: int = 401) -> Response:
 
 
 def _stored_hash(username: str) -> str | None:
-    """The user's password hash; None for a user that does not exist; StoreUnavailable when nobody can tell."""
+    """The user's password hash; None for a user that does not exist; StoreUnavailable when the database failed
+    (MLflow's, SQLAlchemy's or the OS's error): that is an outage, never a wrong token."""
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth import store
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         return store.get_user(username).password_hash
-    except MlflowException as err:
-        if err.error_code in _MISSING_USER_CODES:
+    except (MlflowException, SQLAlchemyError, OSError) as err:
+        if getattr(err, "error_code", None) in _MISSING_USER_CODES:
             return None
-        raise StoreUnavailable(f"the login database did not answer ({err.error_code})") from None
-    except (LookupError, ValueError):
+        raise _unavailable(err) from None
+    except Exception:  # any other way of saying "no such user"
         return None
-    except Exception as err:  # a driver's OperationalError, a pool timeout, a closed socket
-        raise StoreUnavailable(f"the login database did not answer ({type(err).__name__})") from None
+
+
+def _unavailable(err: Exception) -> StoreUnavailable:
+    # the details go to the server's log only: the caller is not authenticated yet
+    logging.getLogger(__name__).warning("cannot check a login, the database failed: %s",
+                                        " ".join(str(err).split())[:500])
+    cause = err.__cause__ if err.__cause__ is not None else err
+    return StoreUnavailable(type(cause).__name__)
+
+
+def unavailable_answer(err: StoreUnavailable) -> tuple[str, dict[str, str]]:
+    """The 503's JSON body and headers, for the front door and the Flask hook alike."""
+    message = f"the server's database is unavailable ({err}), so no login can be checked now; try again shortly"
+    return json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": message}), {"Retry-After": "5"}
 
 
 def verify_token(username: str, token: str) -> bool:
@@ -98,7 +113,8 @@ def team_from_verified_header(value: str | None) -> str | None:
 
 
 def authenticate_request():
-    """basic-auth's authorization_function: an `Authorization` on success, else a 401, 429 or 503 response."""
+    """basic-auth's authorization_function: an `Authorization` on success, else a 401/429 response, or 503
+    when the database cannot check the token."""
     cached = g.get("lab_authorization")
     if cached is not None:
         return cached
@@ -118,8 +134,11 @@ def _authenticate_without_front_door():
         return _unauthorized("log in with your team name and token (HTTP basic auth)")
     try:
         accepted = verify_token(credentials.username, credentials.password)
-    except StoreUnavailable as err:
-        return _unauthorized(f"{err}; try again shortly", 503)
+    except StoreUnavailable as err:  # not counted as a failed login: the token may well be right
+        body, headers = unavailable_answer(err)
+        response = Response(body, status=503, mimetype="application/json")
+        response.headers.update(headers)
+        return response
     if not accepted:
         flask_throttle.record_failure(client)
         return _unauthorized("unknown team or wrong token")

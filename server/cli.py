@@ -9,8 +9,12 @@ import os
 import sys
 
 import click
-
-from labserver.config import ADMIN_USERNAME, auth_environment, backend_uri, get_server_settings
+from labserver.config import (
+    ADMIN_USERNAME,
+    auth_environment,
+    backend_uri,
+    get_server_settings,
+)
 from labserver.errors import LabServerError, PlaceholderSecret, SchemaOutOfDate
 
 DEFAULT_PORT = 5000
@@ -112,9 +116,8 @@ def _refuse_placeholder_secrets(db_uri: str) -> None:
 
 
 def _prepare_database(db_uri: str) -> None:
-    from sqlalchemy.engine import make_url
-
     from labserver.db import migrate
+    from sqlalchemy.engine import make_url
 
     if db_uri.startswith("sqlite") and make_url(db_uri).database:
         os.makedirs(os.path.dirname(os.path.abspath(make_url(db_uri).database)), exist_ok=True)

@@ -120,9 +120,10 @@ class FrontDoor:
         try:
             async with self._hashing:
                 accepted = await asyncio.to_thread(auth.verify_token, *credentials)
-        except auth.StoreUnavailable as err:
-            return await _respond(send, 503, json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE",
-                                                         "message": f"{err}; try again shortly"}), "application/json")
+        except auth.StoreUnavailable as err:  # an outage is not a failed login: nothing is counted
+            body, headers = auth.unavailable_answer(err)
+            return await _respond(send, 503, body, "application/json",
+                                  [(name.lower().encode(), value.encode()) for name, value in headers.items()])
         if not accepted:
             self.throttle.record_failure(address)
             return await _refuse(send, 401, "unknown team or wrong token")

@@ -5,3 +5,8 @@ REGISTER_RUN = "/api/2.0/lab/runs/register"
 WHOAMI = "/api/2.0/lab/whoami"
 LEADERBOARD_API = "/api/2.0/lab/leaderboard"
 LEADERBOARD_PAGE = "/lab/leaderboard"
+
+# chunked artifact uploads, under any proxy's body limit (labserver/uploads.py)
+UPLOAD_CREATE = "/api/2.0/lab/uploads/create"
+UPLOAD_CHUNK = "/api/2.0/lab/uploads/chunk"
+UPLOAD_COMPLETE = "/api/2.0/lab/uploads/complete"

@@ -6,9 +6,8 @@ import functools
 import time
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-
 from labserver.db.models import SqlRegisteredRun, SqlRunCounter
+from sqlalchemy.dialects import postgresql, sqlite
 
 
 @functools.lru_cache(maxsize=8)

@@ -3,58 +3,36 @@ labserver/routes.py."""
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 
 from flask import Flask, Response, g, jsonify, request
-
+from labserver.caller import current_team, handle_errors, is_admin, json_body
 from labserver.errors import BadRequest, LabServerError, NotFound, PermissionDenied
 from labserver.permissions import LAB_ROUTES, Decision, api_suffix
-from labserver.routes import LEADERBOARD_API, LEADERBOARD_PAGE, REGISTER_RUN, WHOAMI
+from labserver.routes import (
+    LEADERBOARD_API,
+    LEADERBOARD_PAGE,
+    REGISTER_RUN,
+    UPLOAD_CHUNK,
+    UPLOAD_COMPLETE,
+    UPLOAD_CREATE,
+    WHOAMI,
+)
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def _handle_errors(view):
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        try:
-            return view(*args, **kwargs)
-        except LabServerError as err:
-            return jsonify(err.as_json()), err.status
-
-    return wrapper
-
-
-def current_team() -> str:
-    return g.get("mlflow_authenticated_user") or request.authorization.username
-
-
-def is_admin(username: str) -> bool:
-    from mlflow.server.auth import store
-
-    return bool(store.get_user(username).is_admin)
-
-
-def _json_body() -> dict:
-    body = request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("the request body is not a JSON object", "send a JSON object")
-    return body
-
-
-@_handle_errors
+@handle_errors
 def register_run():
     """Number a run of the caller's team (idempotent): the server writes its team, number and name."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.server.handlers import _get_tracking_store
-
     from labserver.identity import NotATeamExperiment, register
     from labserver.store import LabStore
     from labserver.tracking_uri import tracking_store_uri
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.handlers import _get_tracking_store
 
-    run_id = _json_body().get("run_id")
+    run_id = json_body().get("run_id")
     if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
         raise BadRequest(f"invalid run id {run_id!r}", 'send {"run_id": "<32 hexadecimal characters>"}')
     store = _get_tracking_store()
@@ -72,7 +50,7 @@ def register_run():
     return jsonify({"run_id": run_id, "team": registered.team, "number": registered.number, "run_name": registered.name})
 
 
-@_handle_errors
+@handle_errors
 def whoami():
     from mlflow.server.handlers import _get_tracking_store
 
@@ -106,11 +84,10 @@ def _leaderboard_query() -> tuple[str, str, int | None]:
 
 def _leaderboard_rows(metric: str, by: str, limit: int | None) -> list[dict]:
     """labclient's leaderboard, read by an MlflowClient on the server's own store (every team reads every run)."""
-    from mlflow.tracking import MlflowClient
-
     from labclient.errors import LabError
     from labclient.leaderboard import leaderboard_rows
     from labserver.tracking_uri import tracking_store_uri
+    from mlflow.tracking import MlflowClient
 
     try:
         return leaderboard_rows(MlflowClient(tracking_store_uri()), metric=metric, by=by, limit=limit)
@@ -118,7 +95,7 @@ def _leaderboard_rows(metric: str, by: str, limit: int | None) -> list[dict]:
         raise BadRequest(str(err), err.remedy) from None
 
 
-@_handle_errors
+@handle_errors
 def leaderboard_json():
     from labserver.leaderboard_page import run_path
 
@@ -168,6 +145,7 @@ def _lab_route_validator() -> bool:
 def register(app: Flask) -> None:
     """Adds the lab's routes, with their decision for the lab's rules and a validator for basic-auth's
     registry, which refuses any route it has no validator for."""
+    from labserver import uploads
     from mlflow.server.auth import BEFORE_REQUEST_VALIDATORS
 
     for path, method, view, decision in (
@@ -175,6 +153,10 @@ def register(app: Flask) -> None:
         (WHOAMI, "GET", whoami, Decision.AUTHENTICATED),
         (LEADERBOARD_API, "GET", leaderboard_json, Decision.AUTHENTICATED),
         (LEADERBOARD_PAGE, "GET", leaderboard_page, Decision.AUTHENTICATED),
+        # the team that may update the run (each view asks basic-auth), or the admin
+        (UPLOAD_CREATE, "POST", uploads.create_upload, Decision.TEAM_OWNER),
+        (UPLOAD_CHUNK, "PUT", uploads.upload_chunk, Decision.TEAM_OWNER),
+        (UPLOAD_COMPLETE, "POST", uploads.complete_upload, Decision.TEAM_OWNER),
     ):
         app.add_url_rule(path, endpoint=f"lab_{view.__name__}", view_func=view, methods=[method])
         LAB_ROUTES[(path, method)] = decision

@@ -9,10 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from labclient.compare import evaluate as ev
 from labclient.compare import stats
-from labclient.compare.models import Side, check_compatible, load_data, load_side, pick_references
+from labclient.compare.models import (
+    Side,
+    check_compatible,
+    load_data,
+    load_side,
+    pick_references,
+)
 from labclient.config import get_settings
 
 FORMAT = "labcompare/1"

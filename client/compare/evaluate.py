@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
 from labclient.compare import stats
 
 EVAL_BATCH = 1000

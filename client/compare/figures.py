@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from labclient.plots import _pyplot
 
 GRID_IMAGES = 24

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
-
 from labclient.compare.document import sections
 from labclient.safe_text import markup
+from rich.console import Console
+from rich.table import Table
 
 SPARK = "▁▂▃▄▅▆▇█"
 

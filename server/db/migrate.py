@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import labmigrations
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-
-import labmigrations
 from labserver.store import engine_for
 
 VERSION_TABLE = "alembic_version_lab"
@@ -58,7 +57,11 @@ def _with_connection(db_uri: str, action) -> None:
 
 def upgrade_mlflow(db_uri: str) -> None:
     """What `mlflow db upgrade` does: create MLflow's tables in an empty database, else migrate them."""
-    from mlflow.store.db.utils import _initialize_tables, _is_empty_database, _upgrade_db
+    from mlflow.store.db.utils import (
+        _initialize_tables,
+        _is_empty_database,
+        _upgrade_db,
+    )
 
     engine = engine_for(db_uri)
     if _is_empty_database(engine):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,14 +63,16 @@ def test_every_call_is_on_disk_when_it_returns(isolated_lab, tmp_path):
     run.log_artifact(notes, "extra")
     notes.unlink()  # the journal has its own copy
     events = _events(run.journal_path)  # read while the run is open: nothing waits in a buffer
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["seq"] for e in events] == list(range(len(events)))  # the run's start is event 0
     assert [(e["type"], e.get("key")) for e in events] == [
-        ("param", "eta"), ("param", "sizes"), ("metric", "cost"), ("metric", "accuracy"), ("artifact", None)]
-    assert events[1]["value"] == "[784, 30, 10]" and events[2]["step"] == 3
-    copy = run.journal_path / events[4]["file"]
-    assert copy.read_text() == "first try" and events[4]["size"] == len("first try")
+        ("start", None), ("param", "eta"), ("param", "sizes"), ("metric", "cost"), ("metric", "accuracy"),
+        ("artifact", None)]
+    assert events[2]["value"] == "[784, 30, 10]" and events[3]["step"] == 3
+    copy = run.journal_path / events[5]["file"]
+    assert copy.read_text() == "first try" and events[5]["size"] == len("first try")
     meta = json.loads((run.journal_path / "meta.json").read_text())
     assert meta["team"] == "blue" and meta["offline"] is True and meta["local_name"] == run.name
+    assert events[0]["meta"] == meta  # the run's start is in the event log too: meta.json can be rebuilt from it
     assert run.finish() is False and run.pending  # offline: it stays, for sync
 
 
@@ -79,7 +82,8 @@ def test_many_steps_of_a_metric_go_to_disk_in_one_write(isolated_lab, monkeypatc
     monkeypatch.setattr(journal_module, "_write_fd", lambda fd, data: (writes.append(data), real(fd, data)))
     run.log_metric_steps("cost", [0.5, 0.25, 0.125], first_step=6, every=3)
     assert len(writes) == 1
-    events = _events(run.journal_path)
+    start, *events = _events(run.journal_path)
+    assert start["type"] == "start"
     assert [(e["key"], e["step"], e["value"]) for e in events] == [("cost", 6, 0.5), ("cost", 9, 0.25), ("cost", 12, 0.125)]
     run.finish()
 
@@ -116,8 +120,11 @@ def test_step_costs_are_logged_every_nth_step_in_one_call_up_to_a_nan():
 def test_metric_lines_are_exact_json(key, value, step, timestamp):
     """The hot path formats metric lines by hand; they must read back as the very same point."""
     event = {"type": "metric", "key": key, "value": value, "timestamp": timestamp, "step": step}
-    read = json.loads(journal_module._encode(7, event))
+    line = journal_module._encode(7, event)
+    read = json.loads(line)
     assert read.pop("seq") == 7
+    # the checksum covers the rest of the line
+    assert read.pop("crc") == zlib.crc32(line[: line.rindex(',"crc":')].encode())
     if math.isnan(value):
         assert math.isnan(read.pop("value")) and read == {k: v for k, v in event.items() if k != "value"}
     else:
@@ -132,12 +139,13 @@ def test_a_torn_last_line_is_ignored_and_cut_before_appending(isolated_lab):
     with open(run.journal_path / "events.jsonl", "ab") as handle:
         handle.write(b'{"seq":3,"type":"metric","key":"cost","val')  # ... in the middle of a write
     journal = Journal.open(run.journal_path)
-    assert [event["step"] for event, _ in journal.read_all()] == [0, 1]
+    # the start (event 0), then the two steps
+    assert [event.get("step") for event, _ in journal.read_all()] == [None, 0, 1]
     assert journal.try_lock()
     journal.open_for_append()
     assert journal.append([{"type": "tag", "key": "k", "value": "v"}]) == 3
     journal.close()
-    assert [e["seq"] for e in _events(run.journal_path)] == [1, 2, 3]  # every line parses again
+    assert [e["seq"] for e in _events(run.journal_path)] == [0, 1, 2, 3]  # every line parses again
 
 
 # --- offline runs, status and sync ----------------------------------------------------------------------
@@ -155,7 +163,8 @@ def test_offline_training_touches_no_store_and_sync_publishes_it(cli, isolated_l
 
     synced = cli("sync")
     assert synced.exit_code == 0, synced.output
-    assert f"{local_name} -> blue/run-1: sent {len(journalled)} events" in synced.output
+    assert journalled[0]["type"] == "start"  # event 0, the copy of meta.json: not sent
+    assert f"{local_name} -> blue/run-1: sent {len(journalled) - 1} events" in synced.output
     run = _runs(embedded_uri)[0]
     assert run.info.run_name == "blue/run-1" and run.info.status == "FINISHED"
     assert run.data.tags["lab.local_name"] == local_name and run.data.tags["lab.run_number"] == "1"
@@ -263,7 +272,7 @@ def test_disk_full_while_journalling_is_one_line_and_the_journal_stays_readable(
     assert "labclient sync" in result.output and "Traceback" not in result.output
     folder = _only_journal(isolated_lab)
     events = _events(folder)  # every line parses: the failed writes left no half line behind
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["seq"] for e in events] == list(range(len(events)))  # from the start, event 0
     assert not list((folder / "files").glob("*/manifest.json"))  # the copy that failed was removed
 
     synced = cli("sync")
@@ -281,7 +290,7 @@ def test_disk_full_while_copying_an_artifact(isolated_lab, tmp_path):
         run.log_artifact(big, "model")
     assert not any((run.journal_path / "files").iterdir())
     run.log_metric("cost", 1.0)  # the journal goes on once there is room
-    assert [e["type"] for e in _events(run.journal_path)] == ["metric"]
+    assert [e["type"] for e in _events(run.journal_path)] == ["start", "metric"]
     run.finish()
 
 

@@ -244,7 +244,8 @@ def test_lost_acknowledgements_and_a_lost_create_answer_duplicate_nothing(on_ser
     run.recorder.flush()
     events = _events(run.journal_path)
     run.recorder.journal.mark_acked(0, 0)
-    assert Shipper(run.recorder.journal, open_transport(run.target)).ship_pending() == len(events)
+    sendable = [event for event in events if event["type"] != "start"]  # event 0, meta.json's copy, is never sent
+    assert Shipper(run.recorder.journal, open_transport(run.target)).ship_pending() == len(sendable)
     lost = Shipper(run.recorder.journal, open_transport(run.target))
     lost.state = {"number": run.number, "experiment_id": run.experiment_id}
     assert lost.bind()["run_id"] == run.id
