@@ -81,7 +81,7 @@ def dataloader_loop(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: i
 
 def _script(argv: list[str] | None = None) -> None:
     """Everything a hand-written training script does, untracked: load, train, evaluate, print."""
-    from labclient.data import load_dataset
+    from labclient.training.data import load_dataset
 
     parser = argparse.ArgumentParser(prog="python -m bench.baselines")
     parser.add_argument("--dataset", default="mnist")

@@ -191,7 +191,7 @@ class Context:
         return table_by_profile[self.profile]
 
     def dataset(self):
-        from labclient.data import load_dataset
+        from labclient.training.data import load_dataset
 
         if self.dataset_name not in self._datasets:
             self._datasets[self.dataset_name] = load_dataset(self.dataset_name, self.data_dir, self.workdir / "cache")

@@ -104,7 +104,7 @@ def _weights_run(ctx: Context, server, megabytes: int) -> tuple[str, int]:
     """A run whose `log_weights` gets a state dict of about `megabytes` MB, logged to the server."""
     import torch
 
-    from labclient.run import start_run
+    from labclient.tracking.run import start_run
 
     numbers = megabytes * 1_000_000 // 4
     state = {"layer.weight": torch.randn(numbers // 1000, 1000), "layer.bias": torch.randn(numbers % 1000 or 1)}
@@ -118,7 +118,7 @@ def _weights_run(ctx: Context, server, megabytes: int) -> tuple[str, int]:
 
 
 def _fetch(server, run_id: str, force: bool) -> float:
-    from labclient.exchange import fetch
+    from labclient.exchange.fetch import fetch
 
     with server.as_team():
         result = fetch(run_id, force=force, tracking_uri=server.url)
@@ -161,8 +161,8 @@ def _compare(ctx: Context, server, sizes: Sizes) -> tuple[list, list[Figure]]:
 
 
 def _trained(ctx: Context, server, trainer: str, epochs: int) -> str:
-    from labclient.reporting import Reporter
-    from labclient.training import TrainOptions, train
+    from labclient.training.progress import Reporter
+    from labclient.training.loop import TrainOptions, train
 
     options = TrainOptions(team=server.team, trainer=trainer, dataset=ctx.dataset_name, data_dir=ctx.data_dir, device="cpu",
                            overrides={"epochs": epochs}, tracking_uri=server.url)
@@ -182,7 +182,7 @@ def _compare_api(ctx: Context, server, refs: list[str]) -> tuple[float, int]:
 
 def _compare_10k(ctx: Context, server, refs: list[str]) -> tuple[float, int]:
     """run_comparison's steps with the held-out split swapped for canonical MNIST's 10,000 test images."""
-    from labclient import data
+    from labclient.training import data
     from labclient.compare import figures
     from labclient.compare.core import compare_loaded
     from labclient.compare.models import check_compatible, load_data, load_side
@@ -206,7 +206,7 @@ def _notes(sizes: Sizes) -> list[str]:
         f"Weights: a run made with labclient's Python API (`start_run`, `log_weights` of a {sizes.megabytes} MB float32 "
         "state dict, saved as safetensors), logged to labserver on SQLite with its artifacts on local disk, and to a "
         "second labserver whose artifact destination is `s3://` on moto's S3 server on loopback.",
-        f"`fetch`: `labclient.exchange.fetch(run_id, force=True)` (resolve the run, read manifest.json, download "
+        f"`fetch`: `labclient.exchange.fetch.fetch(run_id, force=True)` (resolve the run, read manifest.json, download "
         "through the server's artifact proxy, sha256-verify, check the safetensors header, commit to the cache), "
         f"alternating with its baseline, {sizes.reps} repetitions after a warm-up. Baselines: `shutil.copyfile` of the "
         "stored artifact file; boto3 `download_file` of the stored object straight from the S3 server.",

@@ -36,7 +36,7 @@ SIZES = {
 def run(ctx: Context) -> Section:
     from mlflow.tracking import MlflowClient
 
-    from labclient.run import create_run
+    from labclient.tracking.run import create_run
 
     sizes = ctx.sizes(SIZES)
     server = ctx.server("sqlite")

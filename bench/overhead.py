@@ -82,8 +82,8 @@ def _training_runs(ctx: Context, server, batch: int, sizes: Sizes, warmup: bool)
 
     from bench import baselines
     from bench.throughput import untracked_training
-    from labclient.reporting import Reporter
-    from labclient.training import TrainOptions, train
+    from labclient.training.progress import Reporter
+    from labclient.training.loop import TrainOptions, train
 
     dataset = ctx.dataset()
     x, y = torch.from_numpy(dataset.train_x), torch.from_numpy(dataset.train_y)
@@ -156,11 +156,11 @@ def _notes(ctx: Context, sizes: Sizes) -> list[str]:
         f"Data: {dataset.name}, {len(dataset.train_y):,} training images. mnist-mlp (inputs-30-10, sigmoid, quadratic cost, "
         f"SGD eta 3.0) on the CPU: {sizes.epochs[10]} epochs at batch 10 ({steps[10]:,} logged steps each), "
         f"{sizes.epochs[128]} at batch 128 ({steps[128]} each).",
-        "Plain: bench/baselines.py's in-memory loop, no tracking. Tracked: `labclient.training.train` (what `labclient train` "
+        "Plain: bench/baselines.py's in-memory loop, no tracking. Tracked: `labclient.training.loop.train` (what `labclient train` "
         "calls) logging `step_train_cost` every step, plus params, tags, per-epoch metrics, weights, plots and the diary "
         "entry, to the server, logged in as a team with its token (as after `labclient login`). Untracked: the same "
-        "training code as tracked (`labclient.training`'s session) with no run, so 'tracking alone' is what journalling "
-        "and shipping cost. Ours computes the quadratic cost with one fused kernel (`F.mse_loss`), the plain loop "
+        "training code as tracked (`labclient.training.loop`'s session) with no run, so 'tracking alone' is what journalling "
+        "and sending cost. Ours computes the quadratic cost with one fused kernel (`F.mse_loss`), the plain loop "
         "with the textbook's five operations; both are the same C = 1/2 ||y - a||^2 averaged over the batch.",
         "Training time: the seconds in the training epochs (plain: the loop's timer; tracked: the `epoch_time_s` it logs), "
         f"{sizes.reps} repetitions in rotating order, after one warm-up run of each (for the tracked run once per server: "

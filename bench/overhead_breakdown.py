@@ -2,7 +2,7 @@
 
 A diagnostic, not one of the benchmarks in RESULTS.md: the tracked training of benchmark 1 (labserver on
 SQLite), with one part of the client's logging switched off at a time, against the plain loop. It patches
-client internals (labclient.recorder), so it names the parts it found when written;
+client internals (labclient.tracking.recorder), so it names the parts it found when written;
 if they move, it says which one is missing. Ratios cover the epochs after the first, so the run's setup
 (params, tags, environment.json) is left out.
 """
@@ -54,9 +54,9 @@ def _measure(server, data_dir: Path, args) -> dict[str, list[float]]:
 
     from bench import baselines
     from bench.common import alternate
-    from labclient.data import load_dataset
-    from labclient.reporting import Reporter
-    from labclient.training import TrainOptions, train
+    from labclient.training.data import load_dataset
+    from labclient.training.progress import Reporter
+    from labclient.training.loop import TrainOptions, train
 
     dataset = load_dataset("mnist", data_dir, Path(tempfile.gettempdir()))
     x, y = torch.from_numpy(dataset.train_x), torch.from_numpy(dataset.train_y)
@@ -77,14 +77,14 @@ def _measure(server, data_dir: Path, args) -> dict[str, list[float]]:
 
 @contextmanager
 def _switched_off(name: str, server):
-    from labclient import recorder
+    from labclient.tracking import recorder
 
     with ExitStack() as stack:
         if name == "server at nice 19":
             stack.enter_context(_niced(server))
         elif name == "sender at nice 0":
             undo_its_nice = ("import os, runpy; os.nice(-10); "
-                             "runpy.run_module('labclient.ship_worker', run_name='__main__', alter_sys=True)")
+                             "runpy.run_module('labclient.tracking.sender_process', run_name='__main__', alter_sys=True)")
             stack.enter_context(mock.patch.object(recorder, "SENDER_COMMAND", [sys.executable, "-c", undo_its_nice]))
         elif name == "no step points":
             log_metric_steps = recorder.Recorder.log_metric_steps

@@ -27,7 +27,7 @@ METHOD = """\
 
 
 def machine() -> list[tuple[str, str]]:
-    from labclient import hardware
+    from labclient.training import hardware
 
     import torch
 
@@ -54,7 +54,7 @@ def _version(name: str) -> str:
 
 
 def _dirty() -> bool:
-    from labclient.hardware import _run
+    from labclient.training.hardware import _run
 
     return bool(_run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"]))
 

@@ -121,7 +121,7 @@ def _worker(url: str, teams: list[tuple[str, str]], seconds: float, batch: int, 
 def _drive_teams(url: str, teams: list[tuple[str, str]], seconds: float, batch: int, ready) -> list[dict]:
     """In a worker process: one thread per team, all starting once every process has bound its runs."""
     from labclient.config import Settings
-    from labclient.run import create_run
+    from labclient.tracking.run import create_run
 
     home = os.environ["LAB_HOME"]
     runs = [create_run(team, settings=Settings(home=f"{home}/{team}", tracking_uri=url, team=team, token=token,
@@ -200,7 +200,7 @@ def _notes(sizes: Sizes, outcomes: list[Outcome]) -> list[str]:
     lost = sum(o.lost for o in outcomes)
     return [
         f"Each simulated team is a real team (`labserver team add`, its own token) with its own run, made by "
-        f"`labclient.run.create_run`; it logs {sizes.batch} points of one metric through the run's recorder (journal, "
+        f"`labclient.tracking.run.create_run`; it logs {sizes.batch} points of one metric through the run's recorder (journal, "
         f"sender process, HTTP `log-batch`) and then waits for the server's acknowledgement (`recorder.flush`), in a "
         f"closed loop for {sizes.seconds:g} s. Teams are threads spread over up to 3 worker processes, and each run "
         "has its own sender process, as every run does.",

@@ -112,8 +112,8 @@ def run(ctx: Context) -> Section:
 
 def _train(ctx: Context, server, url: str, epochs: int, batch: int) -> tuple[float, int, float]:
     """(seconds in the training epochs, points missing on the server, seconds of the whole call)."""
-    from labclient.reporting import Reporter
-    from labclient.training import TrainOptions, train
+    from labclient.training.progress import Reporter
+    from labclient.training.loop import TrainOptions, train
 
     options = TrainOptions(team=server.team, trainer="mnist-mlp", dataset=ctx.dataset_name, data_dir=ctx.data_dir, device="cpu",
                            overrides={"batch_size": batch, "epochs": epochs}, tracking_uri=url)
@@ -136,7 +136,7 @@ def _points(server, run_id: str | None) -> int:
 def _notes(ctx: Context, reps: int, epochs: int, batch: int) -> list[str]:
     return [
         f"mnist-mlp on {ctx.dataset_name}, {epochs} epoch(s) at batch {batch}, one `step_train_cost` point per step, "
-        f"via `labclient.training.train` against labserver on SQLite: directly, and through bench/slow_server.py's "
+        f"via `labclient.training.loop.train` against labserver on SQLite: directly, and through bench/slow_server.py's "
         f"threaded proxy (its own process) on loopback that delays every response by {DELAY_S * 1000:.0f} ms. {reps} repetitions in "
         "rotating order after a warm-up of each.",
         f"Bound (stated here, issue 6 fault test 4): training through the slow server takes at most {BOUND:.2f}× the "

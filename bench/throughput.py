@@ -76,8 +76,9 @@ def untracked_training(dataset, batch_size: int, epochs: int):
     """`labclient train`'s own training (its _Session) with no run: nothing journalled, nothing sent."""
     import torch
 
-    from labclient import compute, training
-    from labclient.reporting import Reporter
+    from labclient.models import compute
+    from labclient.training import loop as training
+    from labclient.training.progress import Reporter
 
     options = training.TrainOptions(team="bench", trainer="mnist-mlp", dataset=dataset.name, device="cpu",
                                     overrides={"batch_size": batch_size, "epochs": epochs})
@@ -114,6 +115,6 @@ def _notes(ctx: Context, dataset, sizes: Sizes) -> list[str]:
         "variants in rotating order; ratios are the median of per-repetition ratios.",
         f"The numpy network trains one epoch on the first {sizes.numpy_samples:,} images (float64, one sample at a time, "
         "as in the book); its speed does not depend on the size of the set.",
-        "Ours is labclient.training's _Session (the loop `labclient train` runs, reading step costs off the device in "
+        "Ours is labclient.training.loop's _Session (the loop `labclient train` runs, reading step costs off the device in "
         "groups of 50), with no run, so nothing is logged; the time is its own `training_time_s`.",
     ]

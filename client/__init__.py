@@ -5,16 +5,19 @@ Attributes are imported lazily so `labclient --help` never pays for torch or mlf
 
 from __future__ import annotations
 
-__all__ = ["start_run", "create_run", "train", "TrainOptions", "fetch", "push", "load_model"]
+__all__ = ["start_run", "create_run", "train", "TrainOptions", "fetch", "push", "load_model", "uncache", "login", "leaderboard"]
 
 _LAZY = {
-    "start_run": "labclient.run",
-    "create_run": "labclient.run",
-    "train": "labclient.training",
-    "TrainOptions": "labclient.training",
-    "fetch": "labclient.exchange",
-    "push": "labclient.exchange",
-    "load_model": "labclient.exchange",
+    "start_run": "labclient.tracking.run",
+    "create_run": "labclient.tracking.run",
+    "train": "labclient.training.loop",
+    "TrainOptions": "labclient.training.loop",
+    "fetch": "labclient.exchange.fetch",
+    "push": "labclient.exchange.fetch",
+    "load_model": "labclient.exchange.fetch",
+    "uncache": "labclient.exchange.fetch",
+    "login": "labclient.store.login",
+    "leaderboard": "labclient.diary.leaderboard",
 }
 
 

@@ -118,3 +118,45 @@ class ArchitectureError(LabError):
 
 class IncompatibleModels(LabError):
     """Two models that cannot be evaluated on the same data (input shapes or label sets differ)."""
+
+
+class UnsafeCachePath(IntegrityError):
+    """A name that would put a cache file somewhere it does not belong."""
+
+
+class SpecError(LabError):
+    """A model spec (labspec/1) that is malformed or describes something we do not build."""
+
+
+class EditorFailed(LabError):
+    """The editor for `labclient diary --edit` could not be started or failed."""
+
+
+class PermissionDenied(TrackingError):
+    """The server knows the team but does not let it do this (HTTP 403)."""
+
+
+class Refused(TrackingError):
+    """The store refused this one request for good; the sender skips it and says so."""
+
+
+class JournalError(LabError):
+    """The journal folder cannot be written or read."""
+
+
+class JournalVanished(JournalError):
+    """The folder is gone: another `labclient sync` sent the run and removed it a moment ago."""
+
+
+class EntryTooLong(LabError):
+    """A team's diary entry longer than MLflow keeps in an experiment description."""
+
+
+class EditRefused(LabError):
+    """The server lets this team read the entry but not change it (HTTP 403)."""
+
+    exit_code = 3
+
+
+class TooManyRequests(ServerUnreachable):
+    """The server throttles this address (HTTP 429) after failed logins: wait, then try again."""

@@ -17,16 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from labserver.names import (
-    NUMBERED_RUN_NAME,
-    RUN_NAME_TAG,
-    RUN_NUMBER_TAG,
-    TEAM_PATTERN,
-    TEAM_TAG,
-    is_server_owned_tag,
-    is_valid_team,
-    run_name,
-)
+from labserver.names import NUMBERED_RUN_NAME, TEAM_PATTERN, is_server_owned_tag, is_valid_team, run_name
+from labserver.tags import RUN_NAME_TAG, RUN_NUMBER_TAG, TEAM_TAG
 
 
 class NotATeamExperiment(Exception):

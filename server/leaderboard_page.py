@@ -1,4 +1,4 @@
-"""The web leaderboard: labclient.leaderboard's rows as one small HTML page.
+"""The web leaderboard: labserver.leaderboard's rows as one small HTML page.
 
 Team names, run names and device tags are written by the teams, so every cell and every link is
 escaped, and the page is served with a Content-Security-Policy that allows no script at all.
@@ -11,8 +11,8 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote, urlencode
 
-from labclient.compute import human_count
-from labclient.tracking import UI_LAYOUT
+from labserver.units import human_count
+from labserver.routes import UI_LAYOUT
 
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
                            "frame-ancestors 'self'")

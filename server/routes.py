@@ -10,3 +10,5 @@ LEADERBOARD_PAGE = "/lab/leaderboard"
 UPLOAD_CREATE = "/api/2.0/lab/uploads/create"
 UPLOAD_CHUNK = "/api/2.0/lab/uploads/chunk"
 UPLOAD_COMPLETE = "/api/2.0/lab/uploads/complete"
+
+UI_LAYOUT = "workflowType=machine_learning"  # links open MLflow's "Model training" layout, not the GenAI one

@@ -66,8 +66,7 @@ def whoami():
 
 
 def _leaderboard_query() -> tuple[str, str, int | None]:
-    from labclient.errors import LabError
-    from labclient.leaderboard import metric_key
+    from labserver.leaderboard import metric_key
 
     limit = request.args.get("limit")
     if limit is not None and not (limit.isdigit() and int(limit) > 0):
@@ -75,24 +74,17 @@ def _leaderboard_query() -> tuple[str, str, int | None]:
     by = request.args.get("by", "team")
     if by not in ("team", "run"):
         raise BadRequest(f"cannot rank by {by!r}", "use ?by=team or ?by=run")
-    try:
-        metric = metric_key(request.args.get("metric"))
-    except LabError as err:
-        raise BadRequest(str(err), err.remedy) from None
+    metric = metric_key(request.args.get("metric"))  # BadRequest for a name that is not a metric's
     return metric, by, int(limit) if limit else None
 
 
 def _leaderboard_rows(metric: str, by: str, limit: int | None) -> list[dict]:
-    """labclient's leaderboard, read by an MlflowClient on the server's own store (every team reads every run)."""
-    from labclient.errors import LabError
-    from labclient.leaderboard import leaderboard_rows
+    """The leaderboard's rows, read by an MlflowClient on the server's own store (every team reads every run)."""
+    from labserver.leaderboard import leaderboard_rows
     from labserver.tracking_uri import tracking_store_uri
     from mlflow.tracking import MlflowClient
 
-    try:
-        return leaderboard_rows(MlflowClient(tracking_store_uri()), metric=metric, by=by, limit=limit)
-    except LabError as err:
-        raise BadRequest(str(err), err.remedy) from None
+    return leaderboard_rows(MlflowClient(tracking_store_uri()), metric=metric, by=by, limit=limit)
 
 
 @handle_errors

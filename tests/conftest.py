@@ -51,7 +51,7 @@ def isolated_lab(tmp_path, monkeypatch):
     reset_settings()
     yield home
     reset_settings()
-    from labclient.recorder import SenderProcess
+    from labclient.tracking.recorder import SenderProcess
 
     SenderProcess.stop_idle()  # the runs' sender processes wait for another run of this process: not across tests
 
@@ -66,7 +66,7 @@ def cli():
     """Invoke `labclient` in-process with click's CliRunner; returns the Result."""
     from click.testing import CliRunner
 
-    from labclient.cli import main
+    from labclient.cli.main import main
 
     runner = CliRunner()
 

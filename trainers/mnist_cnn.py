@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
-from labtrainers.loop import TrainConfig, evaluate, make_optimizer, train_one_epoch  # noqa: F401  (trainer API)
+from labtrainers.defaults import TrainConfig, evaluate, make_optimizer, train_one_epoch  # noqa: F401  (trainer API)
 
 
 class Config(TrainConfig):

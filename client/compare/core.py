@@ -19,6 +19,7 @@ from labclient.compare.models import (
     pick_references,
 )
 from labclient.config import get_settings
+from labserver.tags import DEVICE_TAG, KIND_TAG, TRAINER_TAG, hardware_tag
 
 FORMAT = "labcompare/1"
 CLAIM_TOLERANCE = 0.005  # claimed vs measured accuracy: beyond half a percentage point is flagged
@@ -133,8 +134,8 @@ def _model_info(side: Side) -> dict[str, Any]:
         "name": side.name,
         "run_id": side.fetched.run_id,
         "team": meta.get("team"),
-        "trainer": side.params.get("trainer") or side.tags.get("lab.trainer"),
-        "kind": side.tags.get("lab.kind"),
+        "trainer": side.params.get("trainer") or side.tags.get(TRAINER_TAG),
+        "kind": side.tags.get(KIND_TAG),
         "dataset": side.dataset,
         "cost_function": side.model.cost,
         "weights_format": meta.get("weights_format"),
@@ -161,8 +162,8 @@ def _training(side: Side) -> dict[str, Any]:
         "final_train_cost": metrics.get("train_cost"),
         "training_time_s": metrics.get("training_time_s"),
         "samples_per_s": metrics.get("samples_per_s"),
-        "device": side.params.get("device") or side.tags.get("lab.device"),
-        "hardware": {key: side.tags[f"lab.hw.{key}"] for key in HARDWARE_TAGS if f"lab.hw.{key}" in side.tags},
+        "device": side.params.get("device") or side.tags.get(DEVICE_TAG),
+        "hardware": {key: side.tags[hardware_tag(key)] for key in HARDWARE_TAGS if hardware_tag(key) in side.tags},
         "curves": {key: [value for _, value in points] for key, points in history.items() if key.startswith("epoch_")},
     }
 
@@ -238,7 +239,7 @@ def _representations(a: Side, b: Side, probe: np.ndarray) -> dict[str, Any]:
 
 
 def _compute(side: Side, batch: np.ndarray) -> dict[str, Any]:
-    from labclient.convert import measure_model
+    from labclient.models.convert import measure_model
 
     figures = measure_model(side.model.module, side.input_shape)
     file_bytes = side.fetched.entry.files[side.meta["weights"]]["size"]

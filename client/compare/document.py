@@ -8,7 +8,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from labclient.compute import human_bytes, human_count
+from labserver.units import human_bytes, human_count
 from labclient.errors import ConfigError
 
 Block = tuple  # ("heading", text) | ("text", text) | ("table", headers, rows) | ("image", path, caption)

@@ -41,7 +41,7 @@ def cost_function(name: str):
             return -(one_hot * torch.log(clipped) + (1 - one_hot) * torch.log(1 - clipped)).sum(dim=1).mean()
 
         return binary
-    from labtrainers.loop import cost_function as trainer_cost
+    from labtrainers.defaults import cost_function as trainer_cost
 
     return trainer_cost(name)
 
@@ -61,7 +61,7 @@ def probe_rows(spec: dict, input_shape: tuple[int, ...], wanted: int) -> int:
 
 
 def _outputs(spec: dict, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-    from labclient.spec import output_shapes
+    from labclient.models.spec import output_shapes
 
     return output_shapes({**spec, "input_shape": [int(dim) for dim in input_shape]})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from labclient.plots import _pyplot
+from labclient.training.plots import _pyplot
 
 GRID_IMAGES = 24
 DPI = 80

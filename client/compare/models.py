@@ -14,8 +14,8 @@ class Side:
     """One model of the comparison: its cached run, rebuilt module and what its run recorded."""
 
     key: str  # "a" or "b"
-    fetched: Any  # labclient.exchange.FetchResult
-    model: Any  # labclient.exchange.LoadedModel
+    fetched: Any  # labclient.exchange.fetch.FetchResult
+    model: Any  # labclient.exchange.fetch.LoadedModel
 
     @property
     def name(self) -> str:
@@ -55,8 +55,8 @@ class Side:
 
 def pick_references(references: tuple[str, ...], team: str | None, settings) -> tuple[str, str]:
     """No reference: last fetched vs your latest. One: that run vs your latest. Two: those two."""
-    from labclient.cache import ModelCache
-    from labclient.tracking import validate_team
+    from labclient.exchange.cache import ModelCache
+    from labclient.store.target import validate_team
 
     if len(references) == 2:
         return references[0], references[1]
@@ -70,7 +70,7 @@ def pick_references(references: tuple[str, ...], team: str | None, settings) -> 
 
 
 def load_side(key: str, reference: str, tracking_uri: str | None, settings) -> Side:
-    from labclient.exchange import fetch
+    from labclient.exchange.fetch import fetch
 
     fetched = fetch(reference, tracking_uri=tracking_uri, settings=settings)
     return Side(key, fetched, fetched.load_model())
@@ -99,7 +99,7 @@ def check_compatible(a: Side, b: Side) -> str:
 
 
 def load_data(name: str, shape: tuple[int, ...], num_classes: int | None, data_dir: Path | None, settings):
-    from labclient.data import load_dataset
+    from labclient.training.data import load_dataset
 
     dataset = load_dataset(name, data_dir or settings.data_dir, settings.cache_dir, settings.mnist_mirrors)
     if tuple(dataset.input_shape) != tuple(shape) or (num_classes and dataset.num_classes != num_classes):

@@ -9,16 +9,17 @@ import shutil
 from pathlib import Path
 
 from labclient.compare.document import sections, to_markdown
+from labserver.tags import COMPARE_A_TAG, COMPARE_B_TAG, DATASET_TAG, KIND_TAG
 
 
 def log_comparison(comparison, options, settings) -> dict[str, str]:
-    from labclient.run import create_run
-    from labclient.tracking import validate_team
+    from labclient.tracking.run import create_run
+    from labclient.store.target import validate_team
 
     data = comparison.data
     models, evaluation = data["models"], data["evaluation"]
     team = validate_team(options.team or settings.team)
-    tags = {"lab.kind": "compare", "lab.compare.a": models["a"]["run_id"], "lab.compare.b": models["b"]["run_id"], "lab.dataset": evaluation["dataset"]}
+    tags = {KIND_TAG: "compare", COMPARE_A_TAG: models["a"]["run_id"], COMPARE_B_TAG: models["b"]["run_id"], DATASET_TAG: evaluation["dataset"]}
     run = create_run(team, settings=settings, tracking_uri=options.tracking_uri, tags=tags)
     status = "FAILED"
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labclient.exchange import push
+from labclient.exchange.fetch import push
 
 _BUILT: dict[str, "ExchangeLab"] = {}
 
@@ -45,8 +45,8 @@ class Evil:
 
 
 def _train(team: str, trainer: str, dataset: str = "digits", data_dir: Path | None = None, **overrides) -> None:
-    from labclient.reporting import Reporter
-    from labclient.training import TrainOptions, train
+    from labclient.training.progress import Reporter
+    from labclient.training.loop import TrainOptions, train
 
     options = TrainOptions(team=team, trainer=trainer, dataset=dataset, data_dir=data_dir, device="cpu", overrides=overrides)
     train(options, reporter=Reporter(quiet=True))

@@ -19,7 +19,8 @@ _TEMPLATE: dict[str, Path] = {}  # one per test session, shared by every module 
 @pytest.fixture(scope="module")
 def store_template(tmp_path_factory) -> Path:
     if "path" not in _TEMPLATE:
-        from labclient.tracking import Target, prepare_database
+        from labclient.store.client import prepare_database
+        from labclient.store.target import Target
 
         folder = tmp_path_factory.mktemp("store-template")
         prepare_database(Target(uri=f"sqlite:///{folder / 'mlflow.db'}", kind="database", artifact_root=folder / "artifacts"))

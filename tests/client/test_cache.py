@@ -10,8 +10,8 @@ import pytest
 from exchange_support import exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
 from mlflow.tracking import MlflowClient
 
-from labclient import exchange
-from labclient.cache import ModelCache, store_key
+from labclient.exchange import fetch as exchange
+from labclient.exchange.cache import ModelCache, store_key
 from labclient.config import get_settings
 from labclient.errors import CorruptCacheEntry, IntegrityError, TrackingError, UnsafePickle
 
@@ -83,7 +83,7 @@ def test_tampered_blob_is_caught_and_refetch_repairs_it(lab, isolated_lab):
 
 
 def test_cli_offers_to_refetch_a_corrupt_entry(cli, lab, monkeypatch):
-    from labclient import cli_exchange
+    from labclient.cli import exchange as cli_exchange
 
     result = exchange.fetch("red/run-1")
     (result.path / "model" / "spec.json").resolve().write_text("{}")

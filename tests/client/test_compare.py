@@ -12,11 +12,11 @@ import torch
 from exchange_support import exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
 from safetensors.numpy import load_file
 
-from labclient import exchange
+from labclient.exchange import fetch as exchange
 from labclient.compare import stats
 from labclient.compare.core import compare_loaded
 from labclient.compare.models import Side
-from labclient.data import load_dataset
+from labclient.training.data import load_dataset
 
 TOP_LEVEL_KEYS = {
     "format", "models", "hyperparameters", "training", "evaluation", "generalisation", "weights",

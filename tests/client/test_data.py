@@ -12,7 +12,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from labclient import data
+from labclient.training import data
 from labclient.errors import DatasetError
 
 

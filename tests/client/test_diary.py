@@ -15,8 +15,8 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
-from labclient import diary
-from labclient.compute import human_bytes
+from labclient.diary import entries as diary
+from labserver.units import human_bytes
 from labclient.errors import RunNotFound
 
 pytestmark = pytest.mark.usefixtures("migrated_store")
@@ -130,19 +130,19 @@ def test_a_draft_too_long_for_mlflow_keeps_the_whole_note(cli, embedded_uri, tmp
 
 DRAFT_REFUSED = """
 from mlflow.exceptions import MlflowException
-from labclient import diary
+from labclient.diary import entries as diary
 
 def broken(*args, **kwargs):
     raise MlflowException("the store is read-only")
 
 diary.store_run_entry = broken
 import runpy
-runpy.run_module("labclient.ship_worker", run_name="__main__", alter_sys=True)
+runpy.run_module("labclient.tracking.sender_process", run_name="__main__", alter_sys=True)
 """
 
 
 def test_a_failed_draft_never_fails_the_training(cli, embedded_uri, monkeypatch):
-    from labclient import recorder
+    from labclient.tracking import recorder
 
     # the draft is written by the run's sender process: that process's store refuses it
     monkeypatch.setattr(recorder, "SENDER_COMMAND", [sys.executable, "-c", DRAFT_REFUSED])
@@ -316,10 +316,10 @@ def test_a_refused_edit_keeps_the_text(cli, embedded_uri, fake_editor, monkeypat
 
 def test_diary_and_leaderboard_help_stay_light():
     code = (
-        "from labclient.cli import main\n"
+        "from labclient.cli.main import main\n"
         "for args in (['diary', '--help'], ['diary', 'show', '--help'], ['leaderboard', '--help']):\n"
         "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
         "import sys; print('\\n'.join(sys.modules))"
     )
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
-    assert "labclient.cli_diary" in loaded and not {"torch", "mlflow", "rich"} & loaded
+    assert "labclient.cli.diary" in loaded and not {"torch", "mlflow", "rich"} & loaded

@@ -23,7 +23,7 @@ def test_fetch_prints_what_where_and_how_to_compare(cli, lab):
 def test_cache_hit_imports_neither_torch_nor_mlflow(cli, lab):
     assert cli("fetch", "red/run-1").exit_code == 0
     code = (
-        "import sys, time\nfrom labclient.cli import main\nstarted = time.perf_counter()\n"
+        "import sys, time\nfrom labclient.cli.main import main\nstarted = time.perf_counter()\n"
         "try:\n    main(['fetch', 'red/run-1'])\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
         "print('seconds', time.perf_counter() - started)\nprint('loaded', sorted({'torch', 'mlflow'} & set(sys.modules)))"
     )

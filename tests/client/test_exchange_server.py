@@ -12,9 +12,9 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-from labclient import spec
-from labclient.cache import store_key
-from labclient.data import load_mnist
+from labclient.models import spec
+from labclient.exchange.cache import store_key
+from labclient.training.data import load_mnist
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from exchange_support import exchange_lab, lab  # noqa: F401  (fixtures)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labclient import refs
+from labclient.store import refs
 from labclient.config import reset_settings
 from labclient.errors import InvalidReference
 
@@ -127,7 +127,7 @@ def test_a_config_error_names_the_setting_and_the_remedy(cli, isolated_lab, line
 
 # --- a full disk while caching --------------------------------------------------------------------------
 def test_disk_full_while_caching_is_one_line_and_leaves_no_entry(cli, lab, isolated_lab, monkeypatch):
-    from labclient import cache
+    from labclient.exchange import cache
 
     real = cache._atomic_write
 

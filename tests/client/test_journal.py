@@ -16,14 +16,14 @@ from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
-from labclient import journal as journal_module
+from labclient.tracking import journal as journal_module
 from labclient.config import get_settings
 from labclient.errors import DiskFull, TrackingError
-from labclient.journal import Journal, pending_journals
-from labclient.run import create_run
-from labclient.shipper import Shipper
-from labclient.sync import pending_runs, sync_pending
-from labclient.transport import open_transport
+from labclient.tracking.journal import Journal, pending_journals
+from labclient.tracking.run import create_run
+from labclient.tracking.sender import Sender
+from labclient.tracking.sync import pending_runs, sync_pending
+from labclient.store.transport import open_transport
 
 TRAIN = ("train", "--team", "blue", "--trainer", "mnist-mlp", "--dataset", "digits", "--epochs", "1", "--device", "cpu")
 
@@ -92,7 +92,7 @@ def test_step_costs_are_logged_every_nth_step_in_one_call_up_to_a_nan():
     import torch
 
     from labclient.errors import TrainingDiverged
-    from labclient.training import _StepLog
+    from labclient.training.loop import _StepLog
 
     class Recording:
         calls: list = []
@@ -173,7 +173,7 @@ def test_offline_training_touches_no_store_and_sync_publishes_it(cli, isolated_l
     assert run.data.tags["mlflow.note.content"].startswith("# blue/run-1: mnist-mlp on digits")  # drafted at sync
     assert "trained on the train" in run.data.tags["mlflow.note.content"]
     weights = MlflowClient(embedded_uri).download_artifacts(run.info.run_id, "model/model.safetensors", str(tmp_path))
-    from labclient.weights import sha256_file
+    from labclient.models.weights import sha256_file
 
     assert sha256_file(Path(weights)) == run.data.tags["lab.weights.sha256"]
     assert "no pending runs" in cli("status").output and not folder.exists()
@@ -194,9 +194,9 @@ def test_resending_everything_duplicates_nothing(isolated_lab, embedded_uri):
     journal = run.recorder.journal
     events = _events(run.journal_path)
     journal.mark_acked(0, 0)  # every acknowledgement was lost: all of it goes again
-    again = Shipper(journal, open_transport(run.target))
-    assert again.ship_pending() == 52
-    lost_create = Shipper(journal, open_transport(run.target))
+    again = Sender(journal, open_transport(run.target))
+    assert again.send_pending() == 52
+    lost_create = Sender(journal, open_transport(run.target))
     lost_create.state = {"number": run.number}  # the answer to "create the run" never came back
     assert lost_create.bind()["run_id"] == run.id
     assert run.finish() is True

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
 import labclient
-from labclient.leaderboard import UnknownMetric, leaderboard_rows, lower_is_better, metric_key
+from labserver.leaderboard import UnknownMetric, leaderboard_rows, lower_is_better, metric_key
 
 pytestmark = pytest.mark.usefixtures("migrated_store")
 

@@ -17,7 +17,7 @@ import torch
 from exchange_support import Evil
 from safetensors.torch import save_file
 
-from labclient import loading, safe_pickle
+from labclient.models import loading, safe_pickle
 from labclient.errors import ArchitectureError, UnsafePickle, WeightsFormatError
 
 
@@ -257,7 +257,7 @@ def test_inspect_does_not_import_torch(tmp_path):
     net = tmp_path / "net.pkl"
     net.write_bytes(pickle.dumps({"sizes": [2, 1], "weights": [np.ones((1, 2))], "biases": [np.zeros((1, 1))]}))
     code = (
-        "import sys\nfrom labclient.loading import inspect_weights\n"
+        "import sys\nfrom labclient.models.loading import inspect_weights\n"
         f"inspect_weights({str(path)!r}); inspect_weights({str(net)!r})\n"
         "print('torch' in sys.modules)"
     )

@@ -12,7 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from labclient.config import get_settings
-from labclient.tracking import prepare_database, resolve_target
+from labclient.store.client import prepare_database
+from labclient.store.target import resolve_target
 
 
 def _register_many(arguments):
@@ -51,7 +52,7 @@ def test_registering_a_run_again_returns_its_number_and_leaves_no_gap(embedded_u
 
 @pytest.mark.slow
 def test_two_trainings_started_at_once_get_different_numbers(isolated_lab, embedded_uri):
-    command = [sys.executable, "-m", "labclient.cli", "train", "--team", "blue", "--trainer", "logreg", "--dataset", "digits", "--epochs", "1"]
+    command = [sys.executable, "-m", "labclient.cli.main", "train", "--team", "blue", "--trainer", "logreg", "--dataset", "digits", "--epochs", "1"]
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [process.communicate(timeout=240)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs

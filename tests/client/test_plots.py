@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 from PIL import Image
 
-from labclient import plots
+from labclient.training import plots
 
 pytestmark = pytest.mark.usefixtures("migrated_store")
 MAX_PNG_BYTES = 80_000

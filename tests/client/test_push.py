@@ -11,8 +11,8 @@ import torch
 from exchange_support import Evil, exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
 from mlflow.tracking import MlflowClient
 
-from labclient import exchange
-from labclient.data import load_dataset, load_mnist
+from labclient.exchange import fetch as exchange
+from labclient.training.data import load_dataset, load_mnist
 
 
 class Network:

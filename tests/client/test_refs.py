@@ -6,7 +6,7 @@ import pytest
 from exchange_support import exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
 from mlflow.tracking import MlflowClient
 
-from labclient import refs
+from labclient.store import refs
 from labclient.errors import InvalidReference, NoWeights, RunNotFound
 
 

@@ -15,9 +15,9 @@ from mlflow.tracking import MlflowClient
 from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
 from labclient.errors import TrackingError
-from labclient.recorder import SenderProcess
-from labclient.run import create_run
-from labclient.sync import sync_pending
+from labclient.tracking.recorder import SenderProcess
+from labclient.tracking.run import create_run
+from labclient.tracking.sync import sync_pending
 
 pytestmark = pytest.mark.usefixtures("migrated_store")
 
@@ -102,7 +102,7 @@ def test_a_sender_that_dies_is_reported_and_sync_sends_the_rest(isolated_lab, em
 
 TRAINING_PROCESS = """
 import sys
-from labclient.run import start_run
+from labclient.tracking.run import start_run
 with start_run("blue") as run:
     run.log_metric("cost", 1.0, 0)
     print(run.recorder.sender_pid, run.id, flush=True)

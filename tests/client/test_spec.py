@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labclient import spec
+from labclient.models import spec
 from labtrainers import mnist_cnn, mnist_mlp
 
 

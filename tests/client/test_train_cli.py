@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-from labclient import spec
+from labclient.models import spec
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_mnist_mlp_trains_and_logs_everything(cli, mnist_dir, embedded_uri, tmp_
     model_spec = json.loads(open(f"{folder}/spec.json").read())
     model = spec.build(model_spec)
     model.load_state_dict(load_file(f"{folder}/model.safetensors"))
-    from labclient.data import load_mnist
+    from labclient.training.data import load_mnist
 
     data = load_mnist(mnist_dir, tmp_path)
     with torch.no_grad():
@@ -141,7 +141,7 @@ def test_custom_trainer_file(cli, tmp_path, embedded_uri):
     trainer = tmp_path / "tiny.py"
     trainer.write_text(
         "import torch.nn as nn\n"
-        "from labtrainers.loop import TrainConfig\n"
+        "from labtrainers.defaults import TrainConfig\n"
         "class Config(TrainConfig):\n"
         "    width: int = 16\n"
         "def build_model(config, input_shape, num_classes):\n"

@@ -15,7 +15,7 @@ import pytest
 from fault_support import events_of, lab_env, point_at, points
 from mlflow.tracking import MlflowClient
 
-from labclient.run import create_run
+from labclient.tracking.run import create_run
 from servers import BIN, sqlite_lab_server
 
 pytestmark = pytest.mark.slow

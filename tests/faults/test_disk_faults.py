@@ -63,7 +63,7 @@ def keep_journals(monkeypatch):
 
 
 def test_the_embedded_store_on_a_full_disk_is_one_line_and_sync_sends_it_later(isolated_lab):
-    from labclient.run import create_run
+    from labclient.tracking.run import create_run
 
     with tmpfs(_home(isolated_lab), "24m") as home:
         run = create_run("blue")  # on the embedded store, in LAB_HOME: created there, with its number

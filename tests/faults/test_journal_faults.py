@@ -16,7 +16,7 @@ import pytest
 from fault_support import assert_exactly_once, events_of
 from mlflow.tracking import MlflowClient
 
-from labclient.run import create_run
+from labclient.tracking.run import create_run
 
 pytestmark = pytest.mark.slow
 

@@ -65,7 +65,7 @@ def _sha256(path: Path) -> str:
 def test_answers_that_are_not_the_stores_are_retried_and_nothing_is_lost(server, behind_proxy, isolated_lab,
                                                                          monkeypatch, tmp_path):
     from labclient.config import reset_settings
-    from labclient.run import create_run
+    from labclient.tracking.run import create_run
 
     monkeypatch.setenv("LAB_DRAIN_TIMEOUT", "120")  # eight failures in a row back off for about 25 s
     reset_settings()
@@ -102,7 +102,7 @@ def test_answers_that_are_not_the_stores_are_retried_and_nothing_is_lost(server,
 
 def test_a_proxy_that_keeps_failing_leaves_the_run_pending_and_sync_sends_it_later(server, behind_proxy, cli,
                                                                                    isolated_lab, monkeypatch):
-    from labclient.run import create_run
+    from labclient.tracking.run import create_run
 
     monkeypatch.setenv("LAB_DRAIN_TIMEOUT", "3")
     from labclient.config import reset_settings
@@ -136,7 +136,7 @@ def test_a_proxy_that_keeps_failing_leaves_the_run_pending_and_sync_sends_it_lat
 
 
 def test_a_refusal_the_store_explains_is_said_by_the_api_and_the_cli(server, behind_proxy, cli, isolated_lab):
-    from labclient.run import create_run
+    from labclient.tracking.run import create_run
 
     with pytest.warns(LabWarning, match=r"not sent: param 'eta'.*Changing param values is not allowed"):
         run = create_run(TEAM)

@@ -19,7 +19,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from labclient.weights import sha256_file
+from labclient.models.weights import sha256_file
 from servers import BIN, LabServer, run_labserver
 
 pytestmark = pytest.mark.slow
@@ -232,9 +232,9 @@ def test_trainer_killed_mid_run_then_sync(cli, on_server, isolated_lab, mnist_di
 
 # --- resending after lost acknowledgements, against the real server ------------------------------------
 def test_lost_acknowledgements_and_a_lost_create_answer_duplicate_nothing(on_server, isolated_lab):
-    from labclient.run import create_run
-    from labclient.shipper import Shipper
-    from labclient.transport import open_transport
+    from labclient.tracking.run import create_run
+    from labclient.tracking.sender import Sender
+    from labclient.store.transport import open_transport
 
     _up(on_server)
     run = create_run(TEAM)
@@ -245,8 +245,8 @@ def test_lost_acknowledgements_and_a_lost_create_answer_duplicate_nothing(on_ser
     events = _events(run.journal_path)
     run.recorder.journal.mark_acked(0, 0)
     sendable = [event for event in events if event["type"] != "start"]  # event 0, meta.json's copy, is never sent
-    assert Shipper(run.recorder.journal, open_transport(run.target)).ship_pending() == len(sendable)
-    lost = Shipper(run.recorder.journal, open_transport(run.target))
+    assert Sender(run.recorder.journal, open_transport(run.target)).send_pending() == len(sendable)
+    lost = Sender(run.recorder.journal, open_transport(run.target))
     lost.state = {"number": run.number, "experiment_id": run.experiment_id}
     assert lost.bind()["run_id"] == run.id
     assert run.finish() is True

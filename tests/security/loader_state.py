@@ -8,7 +8,7 @@ import pickle
 
 
 def snapshot() -> dict:
-    from labclient import pickle_numpy, safe_pickle
+    from labclient.models import pickle_numpy, safe_pickle
 
     state = {"pickle._Unpickler.dispatch": dict(pickle._Unpickler.dispatch)}
     for module in (safe_pickle, pickle_numpy):

@@ -3,7 +3,7 @@
 Hypothesis writes random opcode streams over the allow-list: the allowed globals and some forbidden ones,
 numpy's dtype, array and scalar reconstructions with random states (structured dtypes with fields outside the
 item among them), BUILD on whatever is on the stack, calls, memo traffic and container opcodes. For each,
-labclient.safe_pickle.load must refuse it with a typed error or return only plain data, and leave the loader's
+labclient.models.safe_pickle.load must refuse it with a typed error or return only plain data, and leave the loader's
 classes and functions as they were. A crash of the interpreter shows as this process's exit status, and the
 stream that caused it is in LAST_EXAMPLE_FILE (written before each load); a stream that changes the loader is
 printed and ends the run with status 3.
@@ -44,7 +44,7 @@ def main(examples: int, seed: int, last: Path) -> None:
     from hypothesis import seed as use_seed
     from hypothesis import strategies as st
 
-    from labclient import safe_pickle
+    from labclient.models import safe_pickle
     from labclient.errors import UnsafePickle, WeightsFormatError
     from loader_state import changed, snapshot  # beside this script
 

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
-from labclient import refs
-from labclient.diary import _listing
-from labclient.leaderboard import PLATFORM_METRICS, UnknownMetric, leaderboard_rows
+from labclient.store import refs
+from labclient.diary.entries import _listing
+from labserver.leaderboard import PLATFORM_METRICS, UnknownMetric, leaderboard_rows
 from labserver.leaderboard_page import render
 from servers import BIN
 
@@ -240,7 +240,7 @@ def test_teams_cannot_tie_their_work_to_another_teams(hostile_server):
 
 def test_team_names_are_matched_whole():
     from labclient.errors import InvalidTeamName
-    from labclient.tracking import validate_team
+    from labclient.store.target import validate_team
     from labserver.names import is_valid_team
 
     for name in ("red\n", "red\n\n", " red", "red/run-1", "RED"):

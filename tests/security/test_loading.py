@@ -39,7 +39,7 @@ _LIMITED = (
 )
 _LOADER = """
 import sys
-from labclient import loading
+from labclient.models import loading
 from labclient.errors import LabError
 try:
     weights = getattr(loading, sys.argv[1])(sys.argv[2])
@@ -152,7 +152,7 @@ def _upload(run_files: dict[str, Path], folder: Path, weights_tag: bool) -> str:
 @pytest.fixture(scope="module")
 def store_home(tmp_path_factory, files) -> Store:
     from labclient.config import reset_settings
-    from labclient.exchange import push
+    from labclient.exchange.fetch import push
 
     root = tmp_path_factory.mktemp("store")
     home = root / "store"
@@ -324,7 +324,7 @@ import sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 from loader_state import changed, snapshot
-from labclient import loading
+from labclient.models import loading
 from labclient.errors import LabError
 
 before = snapshot()

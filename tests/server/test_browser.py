@@ -87,7 +87,7 @@ def _labclient(patch, server, team, tmp_path_factory, *args) -> str:
     """`labclient ARGS` as a team, in-process (CliRunner), with its own home, cache and config."""
     from click.testing import CliRunner
 
-    from labclient.cli import main
+    from labclient.cli.main import main
     from labclient.config import reset_settings
 
     home = tmp_path_factory.mktemp(f"client-{team}")
@@ -253,7 +253,7 @@ def _expected_rows(server, **query) -> list[dict]:
     """The leaderboard as labclient computes it, over MLflow's REST API with the admin's login."""
     from mlflow.tracking import MlflowClient
 
-    from labclient.leaderboard import leaderboard_rows
+    from labserver.leaderboard import leaderboard_rows
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
@@ -270,7 +270,7 @@ def _page_rows(page) -> list[dict]:
 def test_the_leaderboard_page_lists_each_teams_best_run(lab_server, trained, page_as, shots):
     from playwright.sync_api import expect
 
-    from labclient.compute import human_count
+    from labserver.units import human_count
     from labserver import leaderboard_page
 
     markup = 'cpu <b id="injected">bold</b><script>window.injected = 1</script>'

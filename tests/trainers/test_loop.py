@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from labtrainers.loop import cost_function
+from labtrainers.defaults import cost_function
 
 
 @pytest.mark.parametrize("batch, dtype", [(1, torch.float32), (10, torch.float32), (128, torch.float64)])

@@ -1,0 +1,200 @@
+"""What `labclient push` uploads: weights trained elsewhere, converted to safetensors plus a labspec/1 spec,
+with the parameters that can be read off the file (layer sizes, parameter count, file size, dtype).
+
+`--arch` is a labspec/1 JSON file, inline JSON, or sizes like `784-30-10` (the textbook network: sigmoid
+neurons everywhere, quadratic cost) or `784-100-10:relu` (ReLU hidden layers, linear outputs, cross-entropy).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labclient.models import loading
+from labclient.errors import ArchitectureError, ConfigError
+from labclient.models.spec import SPEC_FORMAT
+from labclient.models.weights import sha256_file
+from labserver.tags import DATASET_TAG, KIND_TAG, SOURCE_FORMAT_TAG, TRAINER_TAG
+
+DATASET_BY_SHAPE = {(1, 28, 28): "mnist", (1, 8, 8): "digits"}
+HIDDEN_ACTIVATIONS = {"sigmoid": "Sigmoid", "relu": "ReLU", "tanh": "Tanh"}
+
+
+@dataclass
+class Prepared:
+    state: dict
+    spec: dict
+    config: dict
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def note(self, run_name: str, text: str | None) -> str:
+        params = self.params
+        lines = [
+            f"### {run_name}: weights uploaded with `labclient push`",
+            "",
+            f"From `{params['source_file']}` ({params['source_format']}, {params['source_file_bytes']:,} bytes, {params['dtype']}),"
+            f" {params['parameters']:,} parameters, layers {params['layer_sizes']}, cost `{params['cost']}`, for `{params['dataset']}`.",
+        ]
+        if text:
+            lines += ["", text.strip()]
+        return "\n".join(lines)
+
+
+def prepare(path: Path, arch: str | None, dataset: str | None) -> Prepared:
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist or is not a file", "give the path of a weights file")
+    weights = loading.read_weights(path)
+    spec = parse_arch(arch) if arch else weights.spec
+    if spec is None:
+        raise ArchitectureError(
+            f"cannot tell the architecture of {path.name}: it holds bare tensors",
+            "pass --arch spec.json (a labspec/1 file) or --arch 784-30-10",
+        )
+    model = loading.build_model(spec, weights.tensors)
+    input_shape = tuple(int(dim) for dim in spec.get("input_shape") or [])
+    num_classes = int(spec.get("num_classes") or _last_width(spec))
+    dataset = dataset or DATASET_BY_SHAPE.get(input_shape, "unknown")
+    cost = _cost(weights, spec)
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    dtypes = sorted({str(tensor.dtype).replace("torch.", "") for tensor in state.values()})
+    figures = measure_model(model, input_shape)
+    params = {
+        "trainer": "push",
+        "source_file": path.name,
+        "source_format": weights.format,
+        "source_sha256": sha256_file(path),
+        "source_file_bytes": path.stat().st_size,
+        "layer_sizes": _layer_sizes(spec),
+        "parameters": figures.parameters,
+        "dtype": ",".join(dtypes),
+        "cost": cost,
+        "dataset": dataset,
+        "dataset_input_shape": "x".join(map(str, input_shape)),
+        "dataset_num_classes": num_classes,
+    }
+    if weights.network is not None:
+        params.update({"activation": weights.network.activation, "sizes": weights.network.sizes})
+        if weights.network.source_class:
+            params["source_class"] = weights.network.source_class
+    config = {
+        "trainer": "push",
+        "config": {"cost": cost, **({"activation": params["activation"]} if "activation" in params else {})},
+        "dataset": {"dataset": dataset, "dataset_input_shape": params["dataset_input_shape"], "dataset_num_classes": num_classes},
+        "source": {key: params[key] for key in ("source_file", "source_format", "source_sha256", "source_file_bytes")},
+    }
+    metrics = {
+        "compute_parameters": figures.parameters,
+        "compute_macs_per_sample": figures.macs_per_sample,
+        "compute_flops_per_sample": figures.flops_per_sample,
+        "compute_bytes_per_parameter": figures.bytes_per_parameter,
+        "weights_expected_bytes": figures.weights_bytes,
+    }
+    tags = {KIND_TAG: "push", TRAINER_TAG: "push", DATASET_TAG: dataset, SOURCE_FORMAT_TAG: weights.format}
+    return Prepared(state, spec, config, params, metrics, tags)
+
+
+def parse_arch(arch: str) -> dict:
+    text = arch.strip()
+    if text.startswith("{"):
+        return _check_spec(_json(text, "--arch"))
+    path = Path(text).expanduser()
+    if path.suffix.lower() == ".json" or path.is_file():
+        try:
+            return _check_spec(_json(path.read_text(encoding="utf-8"), str(path)))
+        except OSError as err:
+            raise ConfigError(f"--arch file {path} cannot be read ({err.strerror or err})", "give a labspec/1 JSON file") from None
+    return sizes_spec(text)
+
+
+def sizes_spec(text: str) -> dict:
+    """`784-30-10` (textbook: sigmoid everywhere) or `784-100-10:relu` (hidden ReLU, linear outputs)."""
+    sizes_text, _, activation = text.partition(":")
+    try:
+        sizes = [int(part) for part in sizes_text.split("-")]
+    except ValueError:
+        sizes = []
+    activation = activation.lower() or "sigmoid"
+    if len(sizes) < 2 or min(sizes) < 1 or activation not in HIDDEN_ACTIVATIONS:
+        raise ConfigError(f"--arch {text!r} is neither a spec file, JSON, nor sizes like 784-30-10", "see 'Model spec' in the README")
+    layers: list[dict] = [{"type": "Flatten"}]
+    for inputs, outputs in zip(sizes, sizes[1:]):
+        layers += [{"type": "Linear", "in_features": inputs, "out_features": outputs, "bias": True}, {"type": HIDDEN_ACTIVATIONS[activation]}]
+    if activation != "sigmoid":
+        layers.pop()  # logits out, for a cross-entropy cost
+    return {"format": SPEC_FORMAT, "input_shape": loading.input_shape_for(sizes[0]), "num_classes": sizes[-1], "layers": layers}
+
+
+def _json(text: str, where: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{where} is not valid JSON ({err.msg} at line {err.lineno})", "see 'Model spec' in the README") from None
+    return value
+
+
+def _check_spec(spec: Any) -> dict:
+    if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT or not spec.get("input_shape"):
+        raise ConfigError(f"--arch must be a {SPEC_FORMAT} spec with format, input_shape, num_classes and layers", "see 'Model spec' in the README")
+    return spec
+
+
+def _cost(weights: loading.Weights, spec: dict) -> str:
+    if weights.network is not None:
+        return weights.network.cost
+    recorded = (weights.config or {}).get("config", {}).get("cost")
+    if recorded:
+        return recorded
+    return "quadratic" if spec["layers"][-1].get("type") == "Sigmoid" else "cross_entropy"
+
+
+def _layer_sizes(spec: dict) -> list[int]:
+    linear = [layer for layer in spec["layers"] if layer.get("type") == "Linear"]
+    if not linear:
+        return []
+    return [int(linear[0]["in_features"])] + [int(layer["out_features"]) for layer in linear]
+
+
+def _last_width(spec: dict) -> int:
+    sizes = _layer_sizes(spec)
+    if not sizes:
+        raise ArchitectureError("the spec gives no num_classes and has no Linear layer to read it from")
+    return sizes[-1]
+
+
+def measure_model(model, input_shape: tuple[int, ...]):
+    """Parameters, MACs and bytes of a rebuilt model, counted layer by layer on one sample.
+
+    The same figures labclient.models.compute.measure gets from torch's FLOP counter (matrix products and
+    convolutions), without the seconds that importing torch's compiler stack costs.
+    """
+    import torch
+    from labclient.models.compute import ComputeFigures
+
+    if not input_shape:
+        raise ArchitectureError("the spec has no input_shape", "add input_shape, e.g. [1, 28, 28]")
+    macs = 0
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    value = torch.zeros(1, *input_shape, dtype=dtype)
+    with torch.no_grad():
+        for layer in model:
+            output = layer(value)
+            if isinstance(layer, torch.nn.Linear):
+                macs += layer.in_features * layer.out_features * (output.numel() // layer.out_features)
+            elif isinstance(layer, torch.nn.Conv2d):
+                macs += output.numel() * (layer.in_channels // layer.groups) * layer.kernel_size[0] * layer.kernel_size[1]
+            value = output
+    tensors = list(model.state_dict().values())
+    parameters = sum(p.numel() for p in model.parameters())
+    weights_bytes = sum(t.numel() * t.element_size() for t in tensors)
+    return ComputeFigures(
+        parameters=parameters,
+        trainable_parameters=parameters,
+        flops_per_sample=2 * macs,
+        macs_per_sample=macs,
+        bytes_per_parameter=weights_bytes / parameters if parameters else 0.0,
+        weights_bytes=weights_bytes,
+    )
