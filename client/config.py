@@ -6,14 +6,16 @@ with 0600 permissions because it may hold a token.
 
 from __future__ import annotations
 
+import sys
+
 import functools
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-import tomllib
 from labclient import paths
+from labclient.files import atomic_write
 from labclient.errors import ConfigError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -21,6 +23,11 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 DEFAULT_MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -117,10 +124,6 @@ def write_config_file(values: dict[str, str]) -> Path:
     # json string escaping is valid TOML basic-string escaping for the values we store
     text = "".join(f"{key} = {json.dumps(str(value))}\n" for key, value in sorted(current.items()))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text, mode=0o600)
     reset_settings()
     return path

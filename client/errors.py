@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
+from labserver.errors import OneLineError
 
-class LabError(Exception):
-    """Base class: `str(err)` is the one-line message, `remedy` says what to do about it."""
 
-    exit_code = 1
-
-    def __init__(self, message: str, remedy: str | None = None):
-        super().__init__(message)
-        self.remedy = remedy
-
-    def one_line(self) -> str:
-        message = " ".join(str(self).split())
-        return f"{message} ({self.remedy})" if self.remedy else message
+class LabError(OneLineError):
+    """Base class of labclient's errors: `str(err)` is the one-line message, `remedy` says what to do about it."""
 
 
 class ConfigError(LabError):

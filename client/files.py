@@ -1,9 +1,44 @@
-"""What the journal asks of the file system beyond reading and writing: who holds a lock, a durable rename."""
+"""The file-system helpers every layer shares: whole-or-nothing writes, a file's sha256, who holds a lock, a durable
+rename."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
+
+
+def atomic_write(path: Path, data: bytes | str, *, durable: bool = False, mode: int | None = None,
+                 make_parents: bool = False) -> None:
+    """Write a file whole or not at all: a reader sees the old content or the new, never a torn file.
+
+    The data go to a temporary file in the same folder (mode 0600 unless `mode` says otherwise), which then
+    replaces `path`; `durable` fsyncs it first, for files that must survive a power cut."""
+    path = Path(path)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def lock_owner(path: Path) -> tuple[bool, int | None]:

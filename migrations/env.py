@@ -1,11 +1,13 @@
-"""Alembic environment for the lab's tables only: MLflow's tables and version table are never touched."""
+"""Alembic environment for the lab's tables only: MLflow's tables and version table are never touched.
+
+labserver.db.migrate runs it and hands over the lab's table definitions (`target_metadata`, for `check` and
+autogenerate), so this package never imports labserver: labserver depends on its migrations, not the reverse.
+"""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
-
-from labserver.db.models import Base
 
 VERSION_TABLE = "alembic_version_lab"
 config = context.config
@@ -20,7 +22,7 @@ def include_name(name, type_, parent_names):
 
 def _configure(**kwargs) -> None:
     context.configure(
-        target_metadata=Base.metadata,
+        target_metadata=config.attributes.get("target_metadata"),
         version_table=VERSION_TABLE,
         include_name=include_name,
         compare_type=True,

@@ -15,7 +15,8 @@ from labserver.config import (
     backend_uri,
     get_server_settings,
 )
-from labserver.errors import LabServerError, PlaceholderSecret, SchemaOutOfDate
+from labserver.cli_errors import OneLineErrors
+from labserver.errors import PlaceholderSecret, SchemaOutOfDate
 
 DEFAULT_PORT = 5000
 
@@ -25,27 +26,13 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-class ServerGroup(click.Group):
+class ServerGroup(OneLineErrors):
     """Bare `labserver` and `labserver --port 8080` mean `labserver serve ...`; errors become one line."""
 
     def parse_args(self, ctx, args):
         if not args or (args[0].startswith("-") and args[0] not in ("--help", "-h", "--version")):
             args = ["serve", *args]
         return super().parse_args(ctx, args)
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except LabServerError as err:
-            if os.environ.get("LAB_DEBUG"):
-                raise
-            _fail(err.one_line())
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
-            raise
-        except Exception as err:  # database down, bad URI, ...: one line, the traceback on request
-            if os.environ.get("LAB_DEBUG"):
-                raise
-            _fail(f"{type(err).__name__}: {' '.join(str(err).split())[:300]} (set LAB_DEBUG=1 for the traceback)")
 
 
 backend_option = click.option(

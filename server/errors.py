@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 
-class LabServerError(Exception):
-    """A failure with a one-line message and a remedy; `status` is the HTTP status it maps to."""
+class OneLineError(Exception):
+    """A failure said in one line with a remedy: the base of labserver's errors and of labclient's (LabError).
+    `str(err)` is the message; commands print `one_line()` and exit with `exit_code`, never a traceback."""
 
-    status = 400
-    error_code = "INVALID_PARAMETER_VALUE"
+    exit_code = 1
 
     def __init__(self, message: str, remedy: str | None = None):
         super().__init__(message)
         self.remedy = remedy
 
     def one_line(self) -> str:
-        return f"{self} ({self.remedy})" if self.remedy else str(self)
+        message = " ".join(str(self).split())
+        return f"{message} ({self.remedy})" if self.remedy else message
+
+
+class LabServerError(OneLineError):
+    """A failure of the server; `status` is the HTTP status it maps to."""
+
+    status = 400
+    error_code = "INVALID_PARAMETER_VALUE"
 
     def as_json(self) -> dict[str, str]:
         return {"error_code": self.error_code, "message": self.one_line()}

@@ -64,15 +64,15 @@ class _DownloadBar:
             self.progress.stop()
 
 
-def _fetch_with_offer(reference: str, force: bool, tracking_uri: str | None, progress=None):
-    from labclient.exchange.fetch import fetch as fetch_run
-
+def _offering_refetch(action, again):
+    """action(); when it meets a corrupt cache entry and the user agrees (on a terminal), again(reference), which
+    downloads that run anew. Elsewhere the error itself says how to download it again."""
     try:
-        return fetch_run(reference, force=force, tracking_uri=tracking_uri, on_progress=progress)
+        return action()
     except CorruptCacheEntry as err:
         if not _offer_refetch(err):
             raise
-        return fetch_run(reference, force=True, tracking_uri=tracking_uri, on_progress=progress)
+        return again(err.reference)
 
 
 @click.command()
@@ -85,7 +85,11 @@ def fetch(reference, force, tracking_uri):
 
     bar = _DownloadBar()
     try:
-        result = _fetch_with_offer(reference, force, tracking_uri, bar)
+        from labclient.exchange.fetch import fetch as fetch_run
+
+        result = _offering_refetch(
+            lambda: fetch_run(reference, force=force, tracking_uri=tracking_uri, on_progress=bar),
+            lambda corrupt: fetch_run(corrupt, force=True, tracking_uri=tracking_uri, on_progress=bar))
     finally:
         bar.close()
     entry = result.entry
@@ -143,13 +147,13 @@ def compare(references, team, as_json, report, log_run, all_params, data_dir, tr
         references=tuple(references), team=team, data_dir=data_dir, tracking_uri=tracking_uri,
         report=report, log=log_run, all_params=all_params,
     )
-    try:
-        comparison = run_comparison(options)
-    except CorruptCacheEntry as err:
-        if not _offer_refetch(err):
-            raise
-        _fetch_with_offer(err.reference, True, tracking_uri)
-        comparison = run_comparison(options)
+    def fetch_again_and_compare(corrupt: str):
+        from labclient.exchange.fetch import fetch as fetch_run
+
+        fetch_run(corrupt, force=True, tracking_uri=tracking_uri)
+        return run_comparison(options)
+
+    comparison = _offering_refetch(lambda: run_comparison(options), fetch_again_and_compare)
     if as_json:
         click.echo(comparison.to_json())
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import click
-from labclient.safe_text import markup, one_line
+from labclient.safe_text import markup
 
 
 @click.command()

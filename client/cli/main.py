@@ -7,20 +7,16 @@ torch and mlflow are imported inside commands, never at module level.
 from __future__ import annotations
 
 import errno
-import os
 import sys
 
 import click
-from labclient.errors import DiskFull, LabError
+from labclient.errors import DiskFull
 from labclient.safe_text import one_line
+from labserver.cli_errors import OneLineErrors
 
 
-def _debug() -> bool:
-    return os.environ.get("LAB_DEBUG", "").lower() in ("1", "true", "yes")
-
-
-class LabGroup(click.Group):
-    """Turns every error into one line with a remedy and a non-zero exit code."""
+class LabGroup(OneLineErrors):
+    """Turns every error into one line with a remedy and a non-zero exit code; commands load when they run."""
 
     def list_commands(self, ctx) -> list[str]:
         return sorted(COMMANDS)
@@ -33,28 +29,14 @@ class LabGroup(click.Group):
         module, function = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), function)
 
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except LabError as err:
-            if _debug():
-                raise
-            click.echo(f"error: {one_line(err.one_line())}", err=True)  # messages may quote other teams' text
-            sys.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
-            raise
-        except Exception as err:  # a bug of ours: still one line, with the way to see more
-            if _debug():
-                raise
-            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is no bug
-                click.echo(f"error: {DiskFull(err.filename or 'a file').one_line()}", err=True)
-                sys.exit(DiskFull.exit_code)
-            message = one_line(err) or type(err).__name__
-            click.echo(f"error: {type(err).__name__}: {message} (set LAB_DEBUG=1 for the traceback)", err=True)
-            sys.exit(1)
+    def printable(self, text: str) -> str:
+        return one_line(text)  # messages may quote other teams' text: no markup, no escape codes
+
+    def unexpected(self, err: Exception) -> None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is no bug
+            click.echo(f"error: {DiskFull(err.filename or 'a file').one_line()}", err=True)
+            sys.exit(DiskFull.exit_code)
+        super().unexpected(err)
 
 
 # name -> "module:function"; a command's module is imported only when that command runs (or help lists it)

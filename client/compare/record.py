@@ -20,9 +20,7 @@ def log_comparison(comparison, options, settings) -> dict[str, str]:
     models, evaluation = data["models"], data["evaluation"]
     team = validate_team(options.team or settings.team)
     tags = {KIND_TAG: "compare", COMPARE_A_TAG: models["a"]["run_id"], COMPARE_B_TAG: models["b"]["run_id"], DATASET_TAG: evaluation["dataset"]}
-    run = create_run(team, settings=settings, tracking_uri=options.tracking_uri, tags=tags)
-    status = "FAILED"
-    try:
+    with create_run(team, settings=settings, tracking_uri=options.tracking_uri, tags=tags) as run:
         run.log_params({"compare_a": models["a"]["name"], "compare_b": models["b"]["name"], "dataset": evaluation["dataset"], "samples": evaluation["samples"]})
         run.log_metrics({
             "accuracy_a": evaluation["a"]["accuracy"], "accuracy_b": evaluation["b"]["accuracy"], "agreement": evaluation["agreement"],
@@ -38,9 +36,6 @@ def log_comparison(comparison, options, settings) -> dict[str, str]:
         run.log_json(data, "compare.json", "comparison")
         run.note(_note(data))
         run.recorder.flush()
-        status = "FINISHED"
-    finally:
-        run.finish(status)
     return data["logged_run"]
 
 

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from labclient.errors import CorruptCacheEntry, IntegrityError, NotCached, UnsafeCachePath
-from labclient.models.weights import sha256_file
+from labclient.files import atomic_write
+from labclient.files import sha256_file
 from labserver.names import is_valid_team
 
 CACHE_FORMAT = "labcache/1"
@@ -227,9 +228,9 @@ class ModelCache:
                 os.replace(item.path, blob)
                 self._link(blob, snapshot / artifact_path)
             meta = {**meta, "format": CACHE_FORMAT, "run_id": run_id, "files": files}
-            _atomic_write(snapshot / RUN_FILE, json.dumps(meta, indent=1, sort_keys=True, default=str))
+            atomic_write(snapshot / RUN_FILE, json.dumps(meta, indent=1, sort_keys=True, default=str), make_parents=True)
             if ref_path is not None:
-                _atomic_write(ref_path, run_id)
+                atomic_write(ref_path, run_id, make_parents=True)
         return CacheEntry(run_id, snapshot, meta)
 
     def write_ref(self, ref: tuple[str, str, int], run_id: str) -> None:
@@ -237,10 +238,10 @@ class ModelCache:
         path = self.ref(*ref)
         self.snapshot(run_id)  # validates the id
         with self.lock("cache"):
-            _atomic_write(path, run_id)
+            atomic_write(path, run_id, make_parents=True)
 
     def mark_last_fetched(self, run_id: str) -> None:
-        _atomic_write(self.root / "last_fetched", run_id)
+        atomic_write(self.root / "last_fetched", run_id, make_parents=True)
 
     def _link(self, blob: Path, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -285,22 +286,9 @@ class ModelCache:
         return freed
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _tree_size(folder: Path, follow: bool) -> int:
     total = 0
     for path in folder.rglob("*"):
         if path.is_file() and (follow or not path.is_symlink()):
             total += path.stat().st_size
     return total
-

@@ -400,9 +400,7 @@ def push(
     settings = settings or get_settings()
     team = validate_team(team or settings.team)
     prepared = prepare(Path(path), arch, dataset)  # all checks happen before a run exists
-    run = create_run(team, settings=settings, tracking_uri=tracking_uri, tags=prepared.tags)
-    status = "FAILED"
-    try:
+    with create_run(team, settings=settings, tracking_uri=tracking_uri, tags=prepared.tags) as run:
         run.log_params(prepared.params)
         run.log_metrics(prepared.metrics)
         weights = run.log_weights(prepared.state, spec=prepared.spec, config=prepared.config)
@@ -410,7 +408,4 @@ def push(
         run.log_metrics({"weights_file_bytes": weights_bytes})
         run.note(prepared.note(run.name, note))
         run.recorder.flush()
-        status = "FINISHED"
-    finally:
-        run.finish(status)
     return PushResult(run.name, run.id, run.url, prepared.params, weights_bytes)

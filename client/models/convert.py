@@ -15,7 +15,7 @@ from typing import Any
 from labclient.models import loading
 from labclient.errors import ArchitectureError, ConfigError
 from labclient.models.spec import SPEC_FORMAT
-from labclient.models.weights import sha256_file
+from labclient.files import sha256_file
 from labserver.tags import DATASET_TAG, KIND_TAG, SOURCE_FORMAT_TAG, TRAINER_TAG
 
 DATASET_BY_SHAPE = {(1, 28, 28): "mnist", (1, 8, 8): "digits"}

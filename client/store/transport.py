@@ -14,7 +14,6 @@ lab's upload routes (labserver/uploads.py), each request under common proxy body
 from __future__ import annotations
 
 import errno
-import hashlib
 import math
 import mimetypes
 import os
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
+from labclient.files import sha256_file
 from labclient.errors import Refused, ServerUnreachable, StoreFull, TrackingError
 from labclient.store.failures import brief_sql_error
 from labclient.store.http import PERMANENT_CODES, RETRIED, answer, is_missing
@@ -255,7 +255,7 @@ class HttpTransport:
         inside_run = "/".join(([artifact_path.strip("/")] if artifact_path else []) + [path.name])
         size = path.stat().st_size
         if size > upload_chunk_bytes():
-            self._upload_in_chunks(run_id, path, inside_run, size, sha256 or _sha256(path))
+            self._upload_in_chunks(run_id, path, inside_run, size, sha256 or sha256_file(path))
             return
         url_path = "/api/2.0/mlflow-artifacts/artifacts/" + quote(f"{parsed.path.strip('/')}/{inside_run}")
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -317,11 +317,3 @@ def _json_double(value: float):
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     return value
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

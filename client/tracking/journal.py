@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from labclient.errors import DiskFull, JournalError, JournalVanished, LabError
-from labclient.files import fsync_dir, lock_owner
+from labclient.files import atomic_write, fsync_dir, lock_owner
 from labclient.tracking.journal_lines import (  # noqa: F401  (re-exported)
     FORMAT,
     LEGACY_FORMATS,
@@ -71,16 +71,9 @@ def _disk_error(err: OSError, where: str) -> LabError:
 
 
 def write_json_atomic(path: Path, data: dict, durable: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data), durable=durable, mode=0o644)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise _disk_error(err, str(path)) from None
 
 
@@ -396,10 +389,3 @@ class Journal:
         """A run that never started (its start was refused): nothing in it is worth keeping."""
         self.close()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def pending_journals(journal_dir: Path) -> list[Journal]:
-    """Journals not yet fully sent, oldest first (folders that cannot be read: see journal_scan.scan_journals)."""
-    from labclient.tracking.journal_scan import scan_journals
-
-    return scan_journals(journal_dir)[0]

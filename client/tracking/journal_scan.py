@@ -48,3 +48,8 @@ def scan_journals(journal_dir: Path) -> tuple[list[Journal], list[UnreadableJour
             unreadable.append(UnreadableJournal(folder, str(err), err.remedy))
     journals.sort(key=lambda journal: (start_order(journal.meta), journal.root.name))
     return journals, unreadable
+
+
+def pending_journals(journal_dir: Path) -> list[Journal]:
+    """Journals not yet fully sent, oldest first (folders that cannot be read: see scan_journals)."""
+    return scan_journals(journal_dir)[0]

@@ -22,7 +22,7 @@ from labclient.tracking.sender import Sender
 from labclient.store.transport import open_transport
 from labclient.models.weights import save_safetensors
 from labserver.names import run_name
-from labserver.tags import DESCRIPTION_TAG, WEIGHTS_BYTES_TAG, WEIGHTS_FORMAT_TAG
+from labserver.tags import DESCRIPTION_TAG, WEIGHTS_BYTES_TAG, WEIGHTS_FORMAT_TAG, WEIGHTS_TAG
 
 
 
@@ -123,7 +123,7 @@ class Run:
         if config:
             self.log_json(config, "config.json", "model")
         entry = self._manifest["model/model.safetensors"]
-        self.set_tags({"lab.weights.sha256": entry["sha256"], WEIGHTS_BYTES_TAG: entry["size"], WEIGHTS_FORMAT_TAG: "safetensors"})
+        self.set_tags({WEIGHTS_TAG: entry["sha256"], WEIGHTS_BYTES_TAG: entry["size"], WEIGHTS_FORMAT_TAG: "safetensors"})
         return path
 
     def draft_diary(self, note: str | None, architecture: str | None, plots: list[str]) -> None:
@@ -142,6 +142,14 @@ class Run:
         finally:
             self._workdir.cleanup()
         return not self.pending
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind, error, trace) -> bool:
+        """FINISHED, FAILED on an exception, or KILLED on Ctrl-C: the one place a run's end status is decided."""
+        self.finish("FINISHED" if kind is None else "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+        return False
 
 
 def create_run(
@@ -194,17 +202,11 @@ def start_run(
     run = create_run(team, tracking_uri=tracking_uri, tags=tags, offline=offline, allow_offline=True)
     if note:
         run.note(note)
-    status = "FINISHED"
     try:
-        yield run
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException:
-        status = "FAILED"
-        raise
+        with run:
+            yield run
     finally:
-        if not run.finish(status):
+        if run.pending:
             logging.getLogger("labclient").warning(
                 "%s is stored locally in %s and not yet on the tracking store; `labclient sync` sends it",
                 run.name, run.journal_path)

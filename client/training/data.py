@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import struct
 import tempfile
 import urllib.error
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from labclient.errors import DatasetError
+from labclient.files import atomic_write
 
 DATASETS = {
     "mnist": "MNIST handwritten digits, 28x28, IDX files from --data-dir, the local cache, or a verified download",
@@ -172,7 +172,7 @@ def _download_one(folder: Path, stem: str, url: str) -> None:
         raise DatasetError(f"download of {stem} is not gzip data ({err})") from None
     if hashlib.sha256(raw).hexdigest() != MNIST_FILES[stem]:
         raise DatasetError(f"download of {stem} failed its sha256 check")
-    _atomic_write(folder / f"{stem}.gz", payload)
+    atomic_write(folder / f"{stem}.gz", payload)
 
 
 def _ensure_writable(folder: Path) -> None:
@@ -185,17 +185,6 @@ def _ensure_writable(folder: Path) -> None:
             f"data directory {folder} is not writable ({err.strerror or err})",
             "choose another with --data-dir or LAB_DATA_DIR",
         ) from None
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_digits() -> Dataset:

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from labserver.db.models import Base
 from labserver.store import engine_for
 
 VERSION_TABLE = "alembic_version_lab"
@@ -23,6 +24,7 @@ def alembic_config(db_uri: str) -> Config:
     config = Config(str(folder / "alembic.ini"))
     config.set_main_option("script_location", str(folder))
     config.set_main_option("sqlalchemy.url", db_uri.replace("%", "%%"))
+    config.attributes["target_metadata"] = Base.metadata  # migrations/env.py never imports labserver itself
     return config
 
 

@@ -19,7 +19,8 @@ from store_support import migrated_store, store_template  # noqa: F401  (fixture
 from labclient.tracking import journal as journal_module
 from labclient.config import get_settings
 from labclient.errors import DiskFull, TrackingError
-from labclient.tracking.journal import Journal, pending_journals
+from labclient.tracking.journal import Journal
+from labclient.tracking.journal_scan import pending_journals
 from labclient.tracking.run import create_run
 from labclient.tracking.sender import Sender
 from labclient.tracking.sync import pending_runs, sync_pending
@@ -173,7 +174,7 @@ def test_offline_training_touches_no_store_and_sync_publishes_it(cli, isolated_l
     assert run.data.tags["mlflow.note.content"].startswith("# blue/run-1: mnist-mlp on digits")  # drafted at sync
     assert "trained on the train" in run.data.tags["mlflow.note.content"]
     weights = MlflowClient(embedded_uri).download_artifacts(run.info.run_id, "model/model.safetensors", str(tmp_path))
-    from labclient.models.weights import sha256_file
+    from labclient.files import sha256_file
 
     assert sha256_file(Path(weights)) == run.data.tags["lab.weights.sha256"]
     assert "no pending runs" in cli("status").output and not folder.exists()

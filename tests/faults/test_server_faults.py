@@ -19,7 +19,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from labclient.models.weights import sha256_file
+from labclient.files import sha256_file
 from servers import BIN, LabServer, run_labserver
 
 pytestmark = pytest.mark.slow
