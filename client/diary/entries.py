@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labclient.store.client import open_client
+from labclient.store.failures import mlflow_failures
 from labclient.store.target import TEAM_PATTERN, Target, resolve_target, validate_team
 from labclient.config import get_settings
 from labclient.tracking.draft import artifact_link, describe_architecture, draft_entry  # noqa: F401  (the draft API)
-from labclient.errors import ConfigError, EditRefused, EntryTooLong, InvalidReference, LabError, RunNotFound, TrackingError
+from labclient.errors import ConfigError, EntryTooLong, InvalidReference, RunNotFound
 from labclient.tracking.description import _POINTER_RULE, _TRUNCATION_MARK, ENTRY_ARTIFACT, RUN_LIMIT, shortened, store_run_entry  # noqa: F401
 from labserver.tags import DESCRIPTION_TAG
 from labserver.names import is_valid_team
@@ -103,7 +103,7 @@ def write_team_entry(team: str, text: str, *, tracking_uri: str | None = None) -
 def list_entries(team: str | None = None, *, limit: int = 50, tracking_uri: str | None = None) -> list[Listing]:
     """Run entries, newest first, of one team or of every team in the store."""
     client, target = _open(tracking_uri)
-    with _mlflow_errors(target, team or "every team", editing=False):
+    with mlflow_failures(target, team or "every team", editing=False):
         if team:
             experiment = _team_experiment(client, target, validate_team(team))
             teams = {experiment.experiment_id: experiment.name}
@@ -122,43 +122,10 @@ def first_line(text: str, width: int = 100) -> str:
     return "(no entry yet)"
 
 
-def lab_error(err, *, editing: bool, owner: str, reader: str | None, what: str) -> LabError:
-    """MLflow's errors (RestException included) as one line that says what happened and what to do."""
-    code = getattr(err, "error_code", "")
-    if hasattr(err, "get_http_status_code"):
-        status = err.get_http_status_code()
-    else:  # requests' HTTPError: artifact uploads and downloads report refusals this way
-        status = getattr(getattr(err, "response", None), "status_code", None)
-    reader_name = f"team {reader}" if reader else "your token"
-    if code == "PERMISSION_DENIED" or status == 403:
-        if editing:
-            thing = "diary" if what == owner else "runs"
-            return EditRefused(f"{reader_name} can read but not edit team {owner}'s {thing}",
-                               f"ask team {owner} to change it, or write in your own: labclient diary {reader or 'TEAM'} --append TEXT")
-        return EditRefused(f"the server does not let {reader_name} read {what}", "check LAB_TEAM and LAB_TOKEN")
-    if code in ("UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED") or status == 401:
-        return TrackingError("the server did not accept your team's token (HTTP 401)", "run `labclient login` again")
-    if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
-        return RunNotFound(f"{what} does not exist on this server", "check the name with `labclient diary list`")
-    message = " ".join(str(getattr(err, "message", err)).split())[:300]
-    return TrackingError(f"the tracking store refused the request for {what}: {message}", "check the tracking server")
-
-
 # --- internals --------------------------------------------------------------------------------------
 def _open(tracking_uri: str | None):
     target = resolve_target(get_settings(), tracking_uri)
     return open_client(target), target
-
-
-@contextmanager
-def _mlflow_errors(target: Target, what: str, *, editing: bool, owner: str | None = None):
-    from mlflow.exceptions import MlflowException
-    from requests import HTTPError
-
-    try:
-        yield
-    except (MlflowException, HTTPError) as err:
-        raise lab_error(err, editing=editing, owner=owner or what.split("/")[0], reader=target.team, what=what) from None
 
 
 def _locate(ref: str, tracking_uri: str | None) -> _Place:
@@ -170,7 +137,7 @@ def _locate(ref: str, tracking_uri: str | None) -> _Place:
     if not names_run and not TEAM_PATTERN.fullmatch(ref):
         raise InvalidReference(f"{ref!r} is neither a run nor a team", f"use {refs.FORMS}, or a team name such as blue")
     client, target = _open(tracking_uri)
-    with _mlflow_errors(target, ref, editing=False):
+    with mlflow_failures(target, ref, editing=False):
         if names_run:
             run = refs.resolve(client, ref)
             team, number = refs.identity(client, run)
@@ -211,7 +178,7 @@ def _read(place: _Place) -> Entry:
 
 def _write(place: _Place, text: str) -> Entry:
     text = text.rstrip() + "\n" if text.strip() else ""
-    with _mlflow_errors(place.target, place.ref, editing=True, owner=place.team):
+    with mlflow_failures(place.target, place.ref, editing=True, owner=place.team):
         if place.run_id:
             truncated = store_run_entry(place.client, place.run_id, place.ref, text)
         else:

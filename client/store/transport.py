@@ -13,19 +13,17 @@ lab's upload routes (labserver/uploads.py), each request under common proxy body
 
 from __future__ import annotations
 
-import errno
 import math
 import mimetypes
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
 from labclient.files import sha256_file
-from labclient.errors import Refused, ServerUnreachable, StoreFull, TrackingError
-from labclient.store.failures import brief_sql_error
-from labclient.store.http import PERMANENT_CODES, RETRIED, answer, is_missing
+from labclient.errors import Refused, ServerUnreachable, TrackingError
+from labclient.store.failures import store_errors
+from labclient.store.http import RETRIED, answer, is_missing
 from labserver import routes
 from labserver.names import run_number
 from labserver.tags import RUN_NUMBER_TAG
@@ -38,41 +36,6 @@ UPLOAD_CHUNK_BYTES = 512 * 1024  # half of nginx's default client_max_body_size;
 def upload_chunk_bytes() -> int:
     value = os.environ.get("LAB_UPLOAD_CHUNK_BYTES", "")
     return max(int(value), 4096) if value.isdigit() else UPLOAD_CHUNK_BYTES
-
-
-def _disk_full(text: str) -> bool:
-    return "disk is full" in text or "No space left" in text or "Disk quota exceeded" in text
-
-
-@contextmanager
-def store_errors(what: str):
-    """MLflow's and SQLAlchemy's failures of a database store as the sender's two kinds: a refusal the
-    store explains, or an outage (a dropped connection, a pool timeout, a full disk) that is retried."""
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        yield
-    except MlflowException as err:
-        message = brief_sql_error(str(err.message))
-        if err.error_code in PERMANENT_CODES:
-            raise Refused(f"the tracking store refused {what}: {message}") from None
-        raise _outage(message) from None
-    except SQLAlchemyError as err:  # raised past MLflow's own handling (seen in log_batch when PostgreSQL stops)
-        raise _outage(f"{type(err).__name__}: {brief_sql_error(str(err))}") from None
-    except OSError as err:  # the artifact copy of a local store
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _outage(f"no space left on the device ({err.filename or 'artifacts'})") from None
-        raise ServerUnreachable(f"the tracking store cannot write {err.filename or 'a file'}: {err.strerror}",
-                                RETRIED) from None
-
-
-def _outage(message: str) -> ServerUnreachable:
-    if _disk_full(message):
-        return StoreFull(f"the tracking store's disk is full: {message}",
-                         "free some disk space where the store keeps its data; nothing is lost, `labclient sync` "
-                         "sends the rest")
-    return ServerUnreachable(f"the tracking store is unavailable: {message}", RETRIED)
 
 
 @dataclass

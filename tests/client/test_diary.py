@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
 from labclient.diary import entries as diary
+from labclient.store.failures import mlflow_failure
 from labserver.units import human_bytes
 from labclient.errors import RunNotFound
 
@@ -282,12 +283,12 @@ def test_permission_denied_becomes_one_clear_line():
     response.status_code = 403
     upload = requests.HTTPError("403 Client Error: FORBIDDEN", response=response)  # an artifact upload refused
     for err in (rest, plain, upload):
-        mapped = diary.lab_error(err, editing=True, owner="blue", reader="red", what="blue/run-3")
+        mapped = mlflow_failure(err, editing=True, owner="blue", reader="red", what="blue/run-3")
         assert isinstance(mapped, diary.EditRefused)
         assert mapped.one_line().startswith("team red can read but not edit team blue's runs")
-    team = diary.lab_error(rest, editing=True, owner="blue", reader="red", what="blue")
+    team = mlflow_failure(rest, editing=True, owner="blue", reader="red", what="blue")
     assert str(team) == "team red can read but not edit team blue's diary"
-    missing = diary.lab_error(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "x"}),
+    missing = mlflow_failure(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "x"}),
                               editing=False, owner="blue", reader="red", what="blue/run-3")
     assert isinstance(missing, RunNotFound)
 
