@@ -6,12 +6,13 @@ collates one sample at a time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+
+from labclient.models import evaluation
 
 
 class TrainConfig(BaseModel):
@@ -26,13 +27,6 @@ class TrainConfig(BaseModel):
     cost: Literal["cross_entropy", "quadratic"] = "cross_entropy"
     seed: int = 0
     log_every: int = Field(1, ge=1, description="log the training cost every N steps")
-
-
-@dataclass
-class Evaluation:
-    cost: float
-    accuracy: float
-    predictions: torch.Tensor  # predicted class per sample, on the CPU
 
 
 def cost_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -86,18 +80,6 @@ def train_one_epoch(
         on_step(cost.detach())
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> Evaluation:
-    model.eval()
-    cost_fn = cost_function(config.cost)
-    total_cost, predictions = 0.0, []
-    for start in range(0, len(y), 1000):
-        outputs = model(x[start : start + 1000])
-        total_cost += cost_fn(outputs, y[start : start + 1000]).item() * len(outputs)
-        predictions.append(outputs.argmax(dim=1))
-    predicted = torch.cat(predictions).cpu()
-    return Evaluation(
-        cost=total_cost / len(y),
-        accuracy=(predicted == y.cpu()).float().mean().item(),
-        predictions=predicted,
-    )
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> evaluation.Evaluation:
+    """Held-out cost and accuracy, with the predicted class of every sample for the confusion-matrix plots."""
+    return evaluation.evaluate(model, x, y, cost_function(config.cost))

@@ -2,8 +2,9 @@
 
     core.py       orchestration: pick the runs, evaluate, assemble the JSON, write the report, log it
     models.py     which runs, loaded from the verified cache, and the data they share
-    evaluate.py   torch: re-evaluation, hidden representations, latency
-    stats.py      numpy: McNemar's exact test, linear CKA, confusion matrices, weight differences
+    evaluate.py   torch: each model's own cost, hidden representations, latency
+                  (held-out evaluation itself: labclient.models.evaluation, shared with training)
+    stats.py      numpy: McNemar's exact test, linear CKA, weight differences
     figures.py    matplotlib PNGs;  document.py  Markdown/HTML;  terminal.py  rich
 Imports stay lazy so `labclient compare --help` loads neither torch nor mlflow.
 """

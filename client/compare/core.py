@@ -19,6 +19,7 @@ from labclient.compare.models import (
     pick_references,
 )
 from labclient.config import get_settings
+from labclient.models.evaluation import EVAL_BATCH, Evaluation, evaluate
 from labserver.tags import DEVICE_TAG, KIND_TAG, TRAINER_TAG, hardware_tag
 
 FORMAT = "labcompare/1"
@@ -85,12 +86,14 @@ def compare_loaded(a: Side, b: Side, dataset) -> Comparison:
     """Everything but figures and output, for two loaded models and the dataset they share."""
     classes = dataset.num_classes
     # samples per forward pass: fewer only where a layer would hold too many values (memory, not speed)
-    rows = {side.key: ev.rows_per_pass(side.model.spec, side.input_shape, ev.EVAL_BATCH) for side in (a, b)}
-    eval_a = ev.evaluate(a.model.module, dataset.test_x, dataset.test_y, a.model.cost, classes, rows["a"])
-    eval_b = ev.evaluate(b.model.module, dataset.test_x, dataset.test_y, b.model.cost, classes, rows["b"])
+    rows = {side.key: ev.rows_per_pass(side.model.spec, side.input_shape, EVAL_BATCH) for side in (a, b)}
+
+    def evaluated(side: Side, x: np.ndarray, y: np.ndarray) -> Evaluation:
+        return evaluate(side.model.module, x, y, ev.cost_function(side.model.cost), classes, rows[side.key])
+
+    eval_a, eval_b = evaluated(a, dataset.test_x, dataset.test_y), evaluated(b, dataset.test_x, dataset.test_y)
     train_x, train_y = dataset.train_x[:TRAIN_SUBSET], dataset.train_y[:TRAIN_SUBSET]
-    on_train = {side.key: ev.evaluate(side.model.module, train_x, train_y, side.model.cost, classes, rows[side.key])
-                for side in (a, b)}
+    on_train = {side.key: evaluated(side, train_x, train_y) for side in (a, b)}
     probe = min(ev.probe_rows(side.model.spec, side.input_shape, PROBE_SAMPLES) for side in (a, b))
     fingerprint = dataset.fingerprint[:16]
     agreed = stats.agreement(eval_a.predictions, eval_b.predictions, dataset.test_y)
@@ -168,7 +171,7 @@ def _training(side: Side) -> dict[str, Any]:
     }
 
 
-def _measured(side: Side, evaluation: ev.Evaluation, fingerprint: str) -> dict[str, Any]:
+def _measured(side: Side, evaluation: Evaluation, fingerprint: str) -> dict[str, Any]:
     claimed = side.metrics.get("test_accuracy")
     comparable = claimed is not None and side.params.get("dataset_fingerprint") == fingerprint
     difference = evaluation.accuracy - claimed if claimed is not None else None
@@ -185,7 +188,7 @@ def _measured(side: Side, evaluation: ev.Evaluation, fingerprint: str) -> dict[s
     }
 
 
-def _generalisation(on_train: ev.Evaluation, held_out: ev.Evaluation, train_samples: int) -> dict[str, Any]:
+def _generalisation(on_train: Evaluation, held_out: Evaluation, train_samples: int) -> dict[str, Any]:
     overfitting = held_out.cost > OVERFIT_COST_RATIO * on_train.cost and held_out.accuracy < on_train.accuracy - OVERFIT_ACCURACY_GAP
     return {
         "train_samples": train_samples,
@@ -239,9 +242,9 @@ def _representations(a: Side, b: Side, probe: np.ndarray) -> dict[str, Any]:
 
 
 def _compute(side: Side, batch: np.ndarray) -> dict[str, Any]:
-    from labclient.models.convert import measure_model
+    from labclient.models.compute import measure
 
-    figures = measure_model(side.model.module, side.input_shape)
+    figures = measure(side.model.module, side.input_shape)
     file_bytes = side.fetched.entry.files[side.meta["weights"]]["size"]
     return {
         "parameters": figures.parameters,

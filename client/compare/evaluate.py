@@ -1,31 +1,19 @@
-"""Re-evaluating a model on held-out data with torch: outputs, its own cost, hidden representations, latency."""
+"""A fetched model under torch: its own cost function, samples per forward pass within a memory budget, hidden
+representations, latency. The held-out evaluation itself is labclient.models.evaluation, the one training uses."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from labclient.compare import stats
+from labclient.models.evaluation import input_dtype
 
-EVAL_BATCH = 1000
 ACTIVATION_BUDGET = 1 << 25  # values one forward pass may hold in its largest layer (128 MB as float32)
 REPRESENTATION_BUDGET = 1 << 24  # values of hidden representations kept for CKA, per model (128 MB as float64)
 ACTIVATION_TYPES = ("ReLU", "Sigmoid", "Tanh", "GELU", "LeakyReLU")
 PARAMETRIC_TYPES = ("Linear", "Conv2d")
-
-
-@dataclass
-class Evaluation:
-    predictions: np.ndarray
-    cost: float
-    accuracy: float
-    confusion: np.ndarray
-
-    @property
-    def per_class_accuracy(self) -> list[float | None]:
-        return stats.per_class_accuracy(self.confusion)
 
 
 def cost_function(name: str):
@@ -73,28 +61,6 @@ def _values(shape) -> int:
     return max(total, 1)
 
 
-def evaluate(module, x: np.ndarray, y: np.ndarray, cost: str, num_classes: int, batch: int = EVAL_BATCH) -> Evaluation:
-    import torch
-
-    cost_fn = cost_function(cost)
-    dtype = _dtype(module)
-    total, predictions = 0.0, []
-    with torch.no_grad():
-        for start in range(0, len(y), batch):
-            inputs = torch.from_numpy(x[start : start + batch]).to(dtype)
-            targets = torch.from_numpy(y[start : start + batch])
-            outputs = module(inputs)
-            total += float(cost_fn(outputs, targets)) * len(targets)
-            predictions.append(outputs.argmax(dim=1).numpy())
-    predicted = np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
-    return Evaluation(
-        predictions=predicted,
-        cost=total / max(len(y), 1),
-        accuracy=float(np.mean(predicted == y)) if len(y) else 0.0,
-        confusion=stats.confusion_matrix(predicted, y, num_classes),
-    )
-
-
 def hidden_layers(spec: dict) -> list[int]:
     """Indices of activation layers that feed another weighted layer: the hidden representations."""
     layers = [layer.get("type") for layer in spec.get("layers", [])]
@@ -112,7 +78,7 @@ def representations(module, spec: dict, probe: np.ndarray) -> dict[str, np.ndarr
     found: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for start in range(0, len(probe), rows):
-            value = torch.from_numpy(probe[start : start + rows]).to(_dtype(module))
+            value = torch.from_numpy(probe[start : start + rows]).to(input_dtype(module))
             for index, layer in enumerate(module):
                 value = layer(value)
                 if index in wanted:
@@ -134,7 +100,7 @@ def latency_ms(module, batch: np.ndarray, repeats: int = 7, warmup: int = 5) -> 
     (the first passes of a process pay for torch's thread pool and allocator)."""
     import torch
 
-    inputs = torch.from_numpy(batch).to(_dtype(module))
+    inputs = torch.from_numpy(batch).to(input_dtype(module))
     timings = []
     with torch.no_grad():
         for _ in range(warmup):
@@ -144,12 +110,3 @@ def latency_ms(module, batch: np.ndarray, repeats: int = 7, warmup: int = 5) -> 
             module(inputs)
             timings.append((time.perf_counter() - started) * 1000)
     return statistics.median(timings)
-
-
-def _dtype(module):
-    import torch
-
-    for parameter in module.parameters():
-        if parameter.is_floating_point():
-            return parameter.dtype
-    return torch.float32

@@ -1,5 +1,6 @@
-"""The statistics of a comparison, in plain numpy: accuracy tables, McNemar's exact test, linear CKA,
-and weight differences. No torch here, so each can be checked against a hand computation."""
+"""The statistics of a comparison, in plain numpy: agreement tables, McNemar's exact test, linear CKA
+and weight differences (confusion matrices are labclient.models.evaluation's). No torch here, so each
+can be checked against a hand computation."""
 
 from __future__ import annotations
 
@@ -47,18 +48,6 @@ def mcnemar_exact(b: int, c: int) -> float:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
     return min(1.0, 2 * tail / 2**n)
-
-
-def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Rows are true classes, columns predicted classes."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
-    return matrix
-
-
-def per_class_accuracy(matrix: np.ndarray) -> list[float | None]:
-    totals = matrix.sum(axis=1)
-    return [float(matrix[k, k] / totals[k]) if totals[k] else None for k in range(len(matrix))]
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:

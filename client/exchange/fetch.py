@@ -337,6 +337,7 @@ def uncache(references: tuple[str, ...] = (), *, remove_all: bool = False, track
 # --- loading a fetched model ---------------------------------------------------------------------
 def load_model(entry: CacheEntry) -> LoadedModel:
     from labclient.models.loading import build_model, read_weights
+    from labclient.models.spec import cost_of
 
     weights = read_weights(entry.weights_path, entry.meta.get("weights_format"))
     spec = _json_file(entry, "model/spec.json") or weights.spec
@@ -346,16 +347,7 @@ def load_model(entry: CacheEntry) -> LoadedModel:
     if weights.network is not None and not config:
         config = {"trainer": "push", "config": {"cost": weights.network.cost}}
     module = build_model(spec, weights.tensors)
-    return LoadedModel(module, spec, config, cost_of(config, spec, entry.meta.get("params", {})), entry)
-
-
-def cost_of(config: dict, spec: dict, params: dict) -> str:
-    """The cost a model was trained with; a model ending in Sigmoid without a record is taken as quadratic."""
-    recorded = (config.get("config") or {}).get("cost") or params.get("cost")
-    if recorded:
-        return str(recorded)
-    layers = spec.get("layers") or [{}]
-    return "quadratic" if layers[-1].get("type") == "Sigmoid" else "cross_entropy"
+    return LoadedModel(module, spec, config, cost_of(spec, config, entry.meta.get("params")), entry)
 
 
 def _json_file(entry: CacheEntry, artifact_path: str) -> dict | None:

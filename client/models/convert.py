@@ -14,12 +14,12 @@ from typing import Any
 
 from labclient.models import loading
 from labclient.errors import ArchitectureError, ConfigError
-from labclient.models.spec import SPEC_FORMAT
+from labclient.models.compute import measure
+from labclient.models.spec import ACTIVATIONS, SPEC_FORMAT, cost_of, layered_spec
 from labclient.files import sha256_file
 from labserver.tags import DATASET_TAG, KIND_TAG, SOURCE_FORMAT_TAG, TRAINER_TAG
 
 DATASET_BY_SHAPE = {(1, 28, 28): "mnist", (1, 8, 8): "digits"}
-HIDDEN_ACTIVATIONS = {"sigmoid": "Sigmoid", "relu": "ReLU", "tanh": "Tanh"}
 
 
 @dataclass
@@ -58,10 +58,13 @@ def prepare(path: Path, arch: str | None, dataset: str | None) -> Prepared:
     input_shape = tuple(int(dim) for dim in spec.get("input_shape") or [])
     num_classes = int(spec.get("num_classes") or _last_width(spec))
     dataset = dataset or DATASET_BY_SHAPE.get(input_shape, "unknown")
-    cost = _cost(weights, spec)
+    # a pickled textbook network names its cost; safetensors record it in their config
+    cost = weights.network.cost if weights.network is not None else cost_of(spec, weights.config)
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     dtypes = sorted({str(tensor.dtype).replace("torch.", "") for tensor in state.values()})
-    figures = measure_model(model, input_shape)
+    if not input_shape:
+        raise ArchitectureError("the spec has no input_shape", "add input_shape, e.g. [1, 28, 28]")
+    figures = measure(model, input_shape)
     params = {
         "trainer": "push",
         "source_file": path.name,
@@ -118,14 +121,9 @@ def sizes_spec(text: str) -> dict:
     except ValueError:
         sizes = []
     activation = activation.lower() or "sigmoid"
-    if len(sizes) < 2 or min(sizes) < 1 or activation not in HIDDEN_ACTIVATIONS:
+    if len(sizes) < 2 or min(sizes) < 1 or activation not in ACTIVATIONS:
         raise ConfigError(f"--arch {text!r} is neither a spec file, JSON, nor sizes like 784-30-10", "see 'Model spec' in the README")
-    layers: list[dict] = [{"type": "Flatten"}]
-    for inputs, outputs in zip(sizes, sizes[1:]):
-        layers += [{"type": "Linear", "in_features": inputs, "out_features": outputs, "bias": True}, {"type": HIDDEN_ACTIVATIONS[activation]}]
-    if activation != "sigmoid":
-        layers.pop()  # logits out, for a cross-entropy cost
-    return {"format": SPEC_FORMAT, "input_shape": loading.input_shape_for(sizes[0]), "num_classes": sizes[-1], "layers": layers}
+    return layered_spec(sizes, activation, "sigmoid" if activation == "sigmoid" else None)  # logits for cross-entropy
 
 
 def _json(text: str, where: str) -> dict:
@@ -142,15 +140,6 @@ def _check_spec(spec: Any) -> dict:
     return spec
 
 
-def _cost(weights: loading.Weights, spec: dict) -> str:
-    if weights.network is not None:
-        return weights.network.cost
-    recorded = (weights.config or {}).get("config", {}).get("cost")
-    if recorded:
-        return recorded
-    return "quadratic" if spec["layers"][-1].get("type") == "Sigmoid" else "cross_entropy"
-
-
 def _layer_sizes(spec: dict) -> list[int]:
     linear = [layer for layer in spec["layers"] if layer.get("type") == "Linear"]
     if not linear:
@@ -163,38 +152,3 @@ def _last_width(spec: dict) -> int:
     if not sizes:
         raise ArchitectureError("the spec gives no num_classes and has no Linear layer to read it from")
     return sizes[-1]
-
-
-def measure_model(model, input_shape: tuple[int, ...]):
-    """Parameters, MACs and bytes of a rebuilt model, counted layer by layer on one sample.
-
-    The same figures labclient.models.compute.measure gets from torch's FLOP counter (matrix products and
-    convolutions), without the seconds that importing torch's compiler stack costs.
-    """
-    import torch
-    from labclient.models.compute import ComputeFigures
-
-    if not input_shape:
-        raise ArchitectureError("the spec has no input_shape", "add input_shape, e.g. [1, 28, 28]")
-    macs = 0
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    value = torch.zeros(1, *input_shape, dtype=dtype)
-    with torch.no_grad():
-        for layer in model:
-            output = layer(value)
-            if isinstance(layer, torch.nn.Linear):
-                macs += layer.in_features * layer.out_features * (output.numel() // layer.out_features)
-            elif isinstance(layer, torch.nn.Conv2d):
-                macs += output.numel() * (layer.in_channels // layer.groups) * layer.kernel_size[0] * layer.kernel_size[1]
-            value = output
-    tensors = list(model.state_dict().values())
-    parameters = sum(p.numel() for p in model.parameters())
-    weights_bytes = sum(t.numel() * t.element_size() for t in tensors)
-    return ComputeFigures(
-        parameters=parameters,
-        trainable_parameters=parameters,
-        flops_per_sample=2 * macs,
-        macs_per_sample=macs,
-        bytes_per_parameter=weights_bytes / parameters if parameters else 0.0,
-        weights_bytes=weights_bytes,
-    )

@@ -25,6 +25,7 @@ from typing import Any
 
 from labclient.models import fitting, safe_pickle
 from labclient.errors import ArchitectureError, UnsafePickle, WeightsFormatError
+from labclient.models.spec import ACTIVATIONS, SpecError, build, layered_spec
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 MAX_PICKLE_BYTES = 2 * 1024**3
@@ -36,7 +37,6 @@ SAFETENSORS_ITEMSIZE = {
 FORMAT_NAMES = {"safetensors": "safetensors", "torch": "a PyTorch zip file", "pickle": "a pickle"}
 SUFFIX_FORMATS = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".bin": "torch", ".pkl": "pickle", ".pickle": "pickle", ".p": "pickle"}
 WEIGHT_SUFFIXES = tuple(SUFFIX_FORMATS)
-ACTIVATIONS = {"sigmoid": "Sigmoid", "relu": "ReLU", "tanh": "Tanh"}
 NUMPY_COSTS = {"QuadraticCost": "quadratic", "CrossEntropyCost": "binary_cross_entropy"}
 _UNSUPPORTED_GLOBAL = re.compile(r"(?:[Uu]nsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")  # torch 2.x wordings
 
@@ -53,14 +53,8 @@ class NumpyNetwork:
     source_class: str | None = None
 
     def spec(self, input_shape: list[int] | None = None, num_classes: int | None = None) -> dict:
-        from labclient.models.spec import SPEC_FORMAT
-
-        layers: list[dict] = [{"type": "Flatten"}]
-        for inputs, outputs in zip(self.sizes, self.sizes[1:]):
-            layers += [{"type": "Linear", "in_features": inputs, "out_features": outputs, "bias": True}, {"type": ACTIVATIONS[self.activation]}]
-        if self.activation != "sigmoid":  # the textbook output layer is sigmoid whatever the hidden neurons are
-            layers[-1] = {"type": "Sigmoid"}
-        return {"format": SPEC_FORMAT, "input_shape": input_shape or input_shape_for(self.sizes[0]), "num_classes": num_classes or self.sizes[-1], "layers": layers}
+        # the textbook output layer is sigmoid whatever the hidden neurons are
+        return layered_spec(self.sizes, self.activation, "sigmoid", input_shape, num_classes)
 
     def state(self) -> dict[str, Any]:
         state = {}
@@ -326,19 +320,11 @@ def numpy_network(fields: dict, source_class: str | None = None) -> NumpyNetwork
     return NumpyNetwork(sizes, weights, biases, activation, cost, source_class)
 
 
-def input_shape_for(features: int) -> list[int]:
-    """The image shape a flat input size stands for: 784 is MNIST's 1x28x28, 64 the 1x8x8 digits."""
-    side = int(round(features**0.5))
-    return [1, side, side] if side * side == features and features in (64, 784) else [features]
-
-
 # --- models --------------------------------------------------------------------------------------
 def build_model(spec: dict, tensors: dict):
     """Rebuild the model a spec describes and load the tensors; names matched, else by position and shape.
     The spec is checked against the tensors first, by arithmetic: nothing is allocated for a spec that does
     not fit them, so the model is never larger than the (already bounded) tensors."""
-    from labclient.models.spec import SpecError, build
-
     sources = fitting.fit_tensors(spec, tensors)
     try:
         model = build(spec)

@@ -6,6 +6,8 @@ Format (`labspec/1`):
                 {"type": "Sigmoid"}, ...]}
 Layers form an `nn.Sequential`, so parameter names are `<index>.weight` and `<index>.bias`.
 Only the layer types in `LAYERS` are accepted; anything else is refused, never imported.
+`layered_spec` writes the spec of a fully connected network from its layer sizes (784-30-10), and `cost_of`
+tells the cost a model was trained with.
 
 `state_shapes` computes the shape of every parameter and buffer, and of every layer's output for one sample,
 by arithmetic alone: a spec is checked against the tensors of its weights file before any layer is built,
@@ -51,6 +53,42 @@ _DEFAULTS = {
     "BatchNorm1d": {"num_features": None},
     "BatchNorm2d": {"num_features": None},
 }
+
+
+# activation names as pickled textbook networks and `--arch 784-100-10:relu` give them -> layer type
+ACTIVATIONS = {"sigmoid": "Sigmoid", "relu": "ReLU", "tanh": "Tanh"}
+
+
+def layered_spec(sizes: list[int], hidden: str = "sigmoid", output: str | None = "sigmoid",
+                 input_shape: list[int] | None = None, num_classes: int | None = None) -> dict[str, Any]:
+    """The spec of a fully connected network: `sizes` [784, 30, 10] is 784 inputs, 30 hidden neurons and 10
+    outputs. `hidden` and `output` name activations (ACTIVATIONS); output None leaves logits, for cross-entropy."""
+    layers: list[dict[str, Any]] = [{"type": "Flatten"}]
+    for inputs, outputs in zip(sizes, sizes[1:]):
+        layers += [{"type": "Linear", "in_features": inputs, "out_features": outputs, "bias": True},
+                   {"type": ACTIVATIONS[hidden]}]
+    layers.pop()  # the output layer's activation is its own
+    if output is not None:
+        layers.append({"type": ACTIVATIONS[output]})
+    return {"format": SPEC_FORMAT, "input_shape": input_shape or input_shape_for(sizes[0]),
+            "num_classes": num_classes or sizes[-1], "layers": layers}
+
+
+def input_shape_for(features: int) -> list[int]:
+    """The image shape a flat input size stands for: 784 is MNIST's 1x28x28, 64 the 1x8x8 digits."""
+    side = int(round(features**0.5))
+    return [1, side, side] if side * side == features and features in (64, 784) else [features]
+
+
+def cost_of(spec: dict[str, Any], config: dict | None = None, params: dict | None = None) -> str:
+    """The cost a model was trained with, as its run config ({"config": {"cost": ...}}) or its params record it.
+    Without a record it is read off the output layer: sigmoid outputs are the textbook network's quadratic cost,
+    anything else is taken as logits for cross-entropy."""
+    recorded = ((config or {}).get("config") or {}).get("cost") or (params or {}).get("cost")
+    if recorded:
+        return str(recorded)
+    layers = spec.get("layers") or [{}]
+    return "quadratic" if layers[-1].get("type") == "Sigmoid" else "cross_entropy"
 
 
 def describe(model, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:

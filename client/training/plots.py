@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from labclient.models import evaluation
+
 GRID_LIMIT = 25  # misclassified digits shown: a 5x5 grid stays legible at this size
 _DPI = 90
 
@@ -70,16 +72,10 @@ def accuracy_curve(history: list[dict[str, float]], path: Path, title: str = "",
     return _save(fig, path)
 
 
-def confusion_counts(labels, predictions, num_classes: int) -> np.ndarray:
-    """counts[true, predicted]: how often each digit was taken for each other digit."""
-    labels, predictions = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
-    flat = np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes)
-
-
 def confusion_matrix(labels, predictions, num_classes: int, path: Path, title: str = "") -> Path:
+    """How often each digit was taken for each other digit, as a grid of counts (rows: true digits)."""
     plt = _pyplot()
-    counts = confusion_counts(labels, predictions, num_classes)
+    counts = evaluation.confusion_matrix(labels, predictions, num_classes)
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.imshow(counts, cmap="Blues")
     threshold = counts.max() / 2 if counts.size else 0

@@ -93,7 +93,9 @@ def _log_plots(run, session, train_accuracy: float) -> list[str]:
     drawn = ["cost", "accuracy"]
     predictions = getattr(session.held_out, "predictions", None)  # a team's own evaluate() may not return them
     if predictions is not None:
-        labels, predictions = session.test_y.cpu().numpy(), predictions.cpu().numpy()
+        if hasattr(predictions, "cpu"):  # a tensor, from a team's own evaluate(): maybe on the GPU
+            predictions = predictions.cpu().numpy()
+        labels = session.test_y.cpu().numpy()
         plots.confusion_matrix(labels, predictions, session.dataset.num_classes, path["confusion"])
         plots.misclassified_grid(session.test_x.cpu().numpy(), labels, predictions, path["misclassified"])
         drawn += ["confusion", "misclassified"]

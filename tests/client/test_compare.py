@@ -16,6 +16,7 @@ from labclient.exchange import fetch as exchange
 from labclient.compare import stats
 from labclient.compare.core import compare_loaded
 from labclient.compare.models import Side
+from labclient.models.evaluation import Evaluation, confusion_matrix, per_class_accuracy
 from labclient.training.data import load_dataset
 
 TOP_LEVEL_KEYS = {
@@ -55,9 +56,9 @@ def test_agreement_table_on_a_tiny_case():
     assert (table.both_correct, table.only_a_correct, table.only_b_correct, table.both_wrong) == (2, 2, 1, 1)
     assert table.agreement == pytest.approx(3 / 6) and table.disagreements == 3
     assert table.mcnemar_p == pytest.approx(1.0)  # b=2, c=1: 2 * (1 + 3) / 8 = 1
-    matrix = stats.confusion_matrix(pred_a, labels, 3)
+    matrix = confusion_matrix(labels, pred_a, 3)
     assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    assert stats.per_class_accuracy(matrix) == [0.5, 1.0, 0.5]
+    assert per_class_accuracy(matrix) == [0.5, 1.0, 0.5]
 
 
 def test_linear_cka_invariances():
@@ -256,10 +257,9 @@ def test_corrupt_cache_entry_during_compare(cli, lab):
 
 def test_overfitting_flag():
     from labclient.compare.core import _generalisation
-    from labclient.compare.evaluate import Evaluation
 
     def evaluation(cost, accuracy):
-        return Evaluation(np.zeros(1, dtype=int), cost, accuracy, np.zeros((2, 2), dtype=int))
+        return Evaluation(cost, accuracy, predictions=np.zeros(1, dtype=int), confusion=np.zeros((2, 2), dtype=int))
 
     assert _generalisation(evaluation(0.05, 0.99), evaluation(0.20, 0.90), 100)["overfitting"]
     assert not _generalisation(evaluation(0.05, 0.99), evaluation(0.055, 0.985), 100)["overfitting"]

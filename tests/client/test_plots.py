@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 from PIL import Image
 
+from labclient.models import evaluation
 from labclient.training import plots
 
 pytestmark = pytest.mark.usefixtures("migrated_store")
@@ -50,7 +51,7 @@ def test_confusion_counts_match_scikit_learn(predictions):
     from sklearn.metrics import confusion_matrix
 
     labels, predicted = predictions
-    counts = plots.confusion_counts(labels, predicted, 10)
+    counts = evaluation.confusion_matrix(labels, predicted, 10)
     assert counts.tolist() == confusion_matrix(labels, predicted, labels=range(10)).tolist()
     assert counts.sum() == 500 and np.trace(counts) == 440
 
