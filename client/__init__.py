@@ -13,7 +13,7 @@ _LAZY = {
     "train": "labclient.training.loop",
     "TrainOptions": "labclient.training.loop",
     "fetch": "labclient.exchange.fetch",
-    "push": "labclient.exchange.fetch",
+    "push": "labclient.exchange.push",
     "load_model": "labclient.exchange.fetch",
     "uncache": "labclient.exchange.fetch",
     "login": "labclient.store.login",

@@ -114,7 +114,7 @@ def fetch(reference, force, tracking_uri):
 @click.option("--tracking-uri", help="Push to this server or database instead of the configured one.")
 def push(file, team, arch, dataset, note, tracking_uri):
     """Upload weights trained elsewhere (safetensors, .pt/.pth state dict, numpy-lab pickle) as a new run."""
-    from labclient.exchange.fetch import push as push_weights
+    from labclient.exchange.push import push as push_weights
 
     result = push_weights(file, team, arch=arch, note=note, dataset=dataset, tracking_uri=tracking_uri)
     params = result.params

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labclient.exchange.fetch import push
+from labclient.exchange.push import push
 
 _BUILT: dict[str, "ExchangeLab"] = {}
 

@@ -152,7 +152,7 @@ def _upload(run_files: dict[str, Path], folder: Path, weights_tag: bool) -> str:
 @pytest.fixture(scope="module")
 def store_home(tmp_path_factory, files) -> Store:
     from labclient.config import reset_settings
-    from labclient.exchange.fetch import push
+    from labclient.exchange.push import push
 
     root = tmp_path_factory.mktemp("store")
     home = root / "store"
