@@ -23,15 +23,28 @@ def parse_args(argv: list[str] | None):
 
     names = [b.NAME for b in BENCHMARKS]
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(names)}")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(names)}"
+    )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_const", dest="profile", const="quick", help="every benchmark in under 2 minutes")
-    size.add_argument("--smoke", action="store_const", dest="profile", const="smoke", help="tiny sizes, to check the runner works")
+    size.add_argument(
+        "--quick", action="store_const", dest="profile", const="quick", help="every benchmark in under 2 minutes"
+    )
+    size.add_argument(
+        "--smoke", action="store_const", dest="profile", const="smoke", help="tiny sizes, to check the runner works"
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the report (default: bench/RESULTS.md)")
     parser.add_argument("--data-dir", type=Path, help="mnist-10k (default: LAB_TEST_DATASETS or ../shared/datasets)")
-    parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="admin URL of a PostgreSQL server, or 'none' to skip it")
-    parser.add_argument("--torch-threads", type=int, default=1, metavar="N",
-                        help="torch intra-op threads for every trainer, baseline and ours alike (default 1; 0: torch's default)")
+    parser.add_argument(
+        "--postgres", default=DEFAULT_POSTGRES, help="admin URL of a PostgreSQL server, or 'none' to skip it"
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch intra-op threads for every trainer, baseline and ours alike (default 1; 0: torch's default)",
+    )
     args = parser.parse_args(argv)
     args.profile = args.profile or "full"
     unknown = [name for name in args.names if name not in names]
@@ -67,7 +80,9 @@ def _isolate(workdir: Path) -> None:
     for name in list(os.environ):
         if name.startswith(("LAB_", "MLFLOW_TRACKING_")) and name not in ("LAB_TEST_DATASETS", "LAB_DEBUG"):
             del os.environ[name]
-    os.environ.update(LAB_HOME=str(workdir / "lab"), LAB_CACHE_DIR=str(workdir / "cache"), LAB_CONFIG=str(workdir / "config.toml"))
+    os.environ.update(
+        LAB_HOME=str(workdir / "lab"), LAB_CACHE_DIR=str(workdir / "cache"), LAB_CONFIG=str(workdir / "config.toml")
+    )
     from labclient.config import reset_settings
 
     reset_settings()
@@ -92,7 +107,9 @@ def _run_one(benchmark, ctx: Context) -> tuple[Section, bool]:
         section, ok = benchmark.run(ctx), True
     except Exception as err:  # one broken benchmark must not cost the others' results
         traceback.print_exc()
-        section = Section(benchmark.NUMBER, benchmark.TITLE, body=f"**FAILED** in this run: `{type(err).__name__}: {err}`")
+        section = Section(
+            benchmark.NUMBER, benchmark.TITLE, body=f"**FAILED** in this run: `{type(err).__name__}: {err}`"
+        )
         ok = False
     seconds = time.monotonic() - started
     print(f"[bench] {benchmark.NAME}: {seconds:.0f} s", file=sys.stderr, flush=True)
@@ -118,11 +135,15 @@ def _write(args, benchmarks, sections: dict, elapsed: float, load: tuple[float, 
         elif benchmark.NAME in old:
             blocks.append(old[benchmark.NAME])
         else:
-            blocks.append(report.block(benchmark.NAME, "not run yet", f"## {benchmark.NUMBER}. {benchmark.TITLE}\n\nNot run yet."))
+            blocks.append(
+                report.block(benchmark.NAME, "not run yet", f"## {benchmark.NUMBER}. {benchmark.TITLE}\n\nNot run yet.")
+            )
     ran = ", ".join(str(number) for number in sorted(section.number for section, _ in sections.values()))
-    header = (f"Last written {now} by `python -m bench{flag}{' ' + ' '.join(args.names) if args.names else ''}` "
-              f"(sections {ran}; {elapsed:.0f} s; load average {load[0]:.2f} before, {load[1]:.2f} after). "
-              "Sections not run then keep their earlier results and say when they were measured.")
+    header = (
+        f"Last written {now} by `python -m bench{flag}{' ' + ' '.join(args.names) if args.names else ''}` "
+        f"(sections {ran}; {elapsed:.0f} s; load average {load[0]:.2f} before, {load[1]:.2f} after). "
+        "Sections not run then keep their earlier results and say when they were measured."
+    )
     machine = report.machine() + [("tracking server", describe_server())]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report.render(header, machine, blocks, report.findings()), encoding="utf-8")

@@ -25,7 +25,9 @@ HIDDEN = 30
 
 
 def textbook_mlp(inputs: int, classes: int = 10) -> nn.Sequential:
-    return nn.Sequential(nn.Flatten(), nn.Linear(inputs, HIDDEN), nn.Sigmoid(), nn.Linear(HIDDEN, classes), nn.Sigmoid())
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(inputs, HIDDEN), nn.Sigmoid(), nn.Linear(HIDDEN, classes), nn.Sigmoid()
+    )
 
 
 def quadratic_cost(outputs: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
@@ -44,7 +46,9 @@ def in_memory_loop(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: in
     return sum(train_in_memory(x, y, batch_size, epochs, seed)[0])
 
 
-def train_in_memory(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, seed: int = 0) -> tuple[list[float], nn.Module]:
+def train_in_memory(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, seed: int = 0
+) -> tuple[list[float], nn.Module]:
     """The in-memory loop; returns the seconds of each epoch, and the model."""
     model, optimizer, targets = _setup(x, y, seed)
     generator = torch.Generator().manual_seed(seed)

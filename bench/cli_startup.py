@@ -37,15 +37,32 @@ def run(ctx: Context) -> Section:
     exit_codes: dict[tuple[str, ...], int] = {}
     variants = {command: _timer(command, exit_codes) for command in [*commands, BASELINE]}
     times = ctx.alternate(variants, ctx.sizes(REPS), warmup=ctx.profile == "full")
-    figures = [Figure("`labclient --help` median (seconds)", stats(times[CANDIDATES[0][0]]), unit="s", target=Target("<", 0.3, "s"))]
-    figures += [Figure(f"`{' '.join(command)}` / `mlflow --help`", paired_ratios(times[command], times[BASELINE])) for command in commands]
-    rows = [[f"`{' '.join(command)}`", fmt_spread(stats(times[command])), exit_codes[command]] for command in [*commands, BASELINE]]
+    figures = [
+        Figure(
+            "`labclient --help` median (seconds)",
+            stats(times[CANDIDATES[0][0]]),
+            unit="s",
+            target=Target("<", 0.3, "s"),
+        )
+    ]
+    figures += [
+        Figure(f"`{' '.join(command)}` / `mlflow --help`", paired_ratios(times[command], times[BASELINE]))
+        for command in commands
+    ]
+    rows = [
+        [f"`{' '.join(command)}`", fmt_spread(stats(times[command])), exit_codes[command]]
+        for command in [*commands, BASELINE]
+    ]
     notes = [
         f"Wall time of each command as a subprocess, {ctx.sizes(REPS)} runs each"
-        + (" after one warm-up run" if ctx.profile == "full" else "") + ", in rotating order; "
+        + (" after one warm-up run" if ctx.profile == "full" else "")
+        + ", in rotating order; "
         "run with an empty lab configuration (no server, so `diary list` reads the embedded store).",
     ]
-    notes += [f"`{' '.join(command)}` skipped: `labclient {command[1]}` does not exist yet in this checkout." for command in missing]
+    notes += [
+        f"`{' '.join(command)}` skipped: `labclient {command[1]}` does not exist yet in this checkout."
+        for command in missing
+    ]
     return Section(NUMBER, TITLE, body=table(["command", "wall time", "exit code"], rows), figures=figures, notes=notes)
 
 

@@ -10,10 +10,11 @@ import math
 import operator
 import os
 import statistics
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -122,7 +123,12 @@ class Section:
     def markdown(self) -> str:
         parts = [f"## {self.number}. {self.title}", ""]
         if self.figures:
-            parts += ["<!-- targets -->", table(FIGURE_HEADERS, [figure.row() for figure in self.figures]), "<!-- /targets -->", ""]
+            parts += [
+                "<!-- targets -->",
+                table(FIGURE_HEADERS, [figure.row() for figure in self.figures]),
+                "<!-- /targets -->",
+                "",
+            ]
         if self.body:
             parts += [self.body.strip(), ""]
         parts += [f"- {note}" for note in self.notes]
@@ -205,7 +211,9 @@ class Context:
         from bench.servers import start_server
 
         if backend not in self._servers:
-            self._servers[backend] = self.stack.enter_context(start_server(backend, self.workdir / backend, self.postgres))
+            self._servers[backend] = self.stack.enter_context(
+                start_server(backend, self.workdir / backend, self.postgres)
+            )
         return self._servers[backend]
 
 

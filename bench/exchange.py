@@ -8,10 +8,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 from bench.common import Context, Figure, Section, Target, fmt_spread, paired_ratios, stats, table
 
@@ -44,29 +44,59 @@ def run(ctx: Context) -> Section:
         from bench.servers import start_server
 
         env = {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": endpoint}
-        with start_server("sqlite", ctx.workdir / "exchange-s3", None, artifacts=f"s3://{BUCKET}/artifacts", extra_env=env) as remote:
+        with start_server(
+            "sqlite", ctx.workdir / "exchange-s3", None, artifacts=f"s3://{BUCKET}/artifacts", extra_env=env
+        ) as remote:
             for label, server in (("local artifact store", local), ("S3 artifact store", remote)):
                 run_id, stored = _weights_run(ctx, server, sizes.megabytes)
                 if server is local:
                     stored_path = next((server.home / "artifacts").rglob(f"{run_id}/artifacts/model/model.safetensors"))
                     baseline = ("plain file copy", lambda path=stored_path: _copy(path, ctx.workdir / "copy.bin"))
                 else:
-                    key = next(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]
-                               if o["Key"].endswith(f"{run_id}/artifacts/model/model.safetensors"))
+                    key = next(
+                        o["Key"]
+                        for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+                        if o["Key"].endswith(f"{run_id}/artifacts/model/model.safetensors")
+                    )
                     baseline = ("boto3 from S3", lambda key=key: _boto3(s3, key, ctx.workdir / "boto3.bin"))
-                times = ctx.alternate({"fetch": lambda s=server, r=run_id: _fetch(s, r, force=True), "baseline": baseline[1]}, sizes.reps)
+                times = ctx.alternate(
+                    {"fetch": lambda s=server, r=run_id: _fetch(s, r, force=True), "baseline": baseline[1]}, sizes.reps
+                )
                 hits = [_fetch(server, run_id, force=False) for _ in range(sizes.reps)]
                 megabytes = stored / 1e6
                 ratio = paired_ratios(times["fetch"], times["baseline"])
                 figures.append(Figure(f"`fetch` / {baseline[0]}, {label}, {megabytes:.0f} MB", ratio))
                 figures.append(Figure(f"cache-hit `fetch`, {label}, {megabytes:.0f} MB", stats(hits), unit="s"))
-                rows.append([label, f"{megabytes:.1f}", fmt_spread(stats(times["fetch"])), _rate(megabytes, times["fetch"]),
-                             baseline[0], fmt_spread(stats(times["baseline"])), _rate(megabytes, times["baseline"]),
-                             f"{ratio.median:.2f}×", fmt_spread(stats(hits))])
+                rows.append(
+                    [
+                        label,
+                        f"{megabytes:.1f}",
+                        fmt_spread(stats(times["fetch"])),
+                        _rate(megabytes, times["fetch"]),
+                        baseline[0],
+                        fmt_spread(stats(times["baseline"])),
+                        _rate(megabytes, times["baseline"]),
+                        f"{ratio.median:.2f}×",
+                        fmt_spread(stats(hits)),
+                    ]
+                )
     compare_rows, compare_figures = _compare(ctx, local, sizes)
-    headers = ["artifact store", "MB", "`fetch` (download + verify)", "MB/s", "baseline", "baseline time", "MB/s",
-               "fetch / baseline", "cache-hit `fetch`"]
-    body = table(headers, rows) + "\n\n" + table(["`compare` of mnist-mlp vs logreg", "test images", "wall time"], compare_rows)
+    headers = [
+        "artifact store",
+        "MB",
+        "`fetch` (download + verify)",
+        "MB/s",
+        "baseline",
+        "baseline time",
+        "MB/s",
+        "fetch / baseline",
+        "cache-hit `fetch`",
+    ]
+    body = (
+        table(headers, rows)
+        + "\n\n"
+        + table(["`compare` of mnist-mlp vs logreg", "test images", "wall time"], compare_rows)
+    )
     return Section(NUMBER, TITLE, body=body, figures=figures + compare_figures, notes=_notes(sizes))
 
 
@@ -80,20 +110,31 @@ def moto_server(log_dir: Path) -> Iterator[tuple[str, object]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     with open(log_dir / "moto.log", "wb") as log:
-        process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                              region_name="us-east-1")
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
                 client.create_bucket(Bucket=BUCKET)
                 break
-            except Exception:
+            except Exception as err:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"moto_server did not start: {(log_dir / 'moto.log').read_text()[-500:]}")
+                    raise RuntimeError(
+                        f"moto_server did not start: {(log_dir / 'moto.log').read_text()[-500:]}"
+                    ) from err
                 time.sleep(0.2)
         yield endpoint, client
     finally:
@@ -153,19 +194,36 @@ def _compare(ctx: Context, server, sizes: Sizes) -> tuple[list, list[Figure]]:
     rows, figures = [], []
     for name, results in times.items():
         seconds, images = [s for s, _ in results], results[0][1]
-        label = "`run_comparison` (the `labclient compare` API)" if name == "api" else "compare_loaded + all figures, canonical t10k"
+        label = (
+            "`run_comparison` (the `labclient compare` API)"
+            if name == "api"
+            else "compare_loaded + all figures, canonical t10k"
+        )
         rows.append([label, f"{images:,}", fmt_spread(stats(seconds))])
-        figures.append(Figure(f"`compare` wall time, {images:,} images", stats(seconds), unit="s",
-                              target=Target("<=", 5.0, "s") if images >= 10_000 else None))
+        figures.append(
+            Figure(
+                f"`compare` wall time, {images:,} images",
+                stats(seconds),
+                unit="s",
+                target=Target("<=", 5.0, "s") if images >= 10_000 else None,
+            )
+        )
     return rows, figures
 
 
 def _trained(ctx: Context, server, trainer: str, epochs: int) -> str:
-    from labclient.training.progress import Reporter
     from labclient.training.loop import TrainOptions, train
+    from labclient.training.progress import Reporter
 
-    options = TrainOptions(team=server.team, trainer=trainer, dataset=ctx.dataset_name, data_dir=ctx.data_dir, device="cpu",
-                           overrides={"epochs": epochs}, tracking_uri=server.url)
+    options = TrainOptions(
+        team=server.team,
+        trainer=trainer,
+        dataset=ctx.dataset_name,
+        data_dir=ctx.data_dir,
+        device="cpu",
+        overrides={"epochs": epochs},
+        tracking_uri=server.url,
+    )
     with server.as_team():
         return train(options, reporter=Reporter(quiet=True)).run_id
 
@@ -175,18 +233,24 @@ def _compare_api(ctx: Context, server, refs: list[str]) -> tuple[float, int]:
 
     started = time.perf_counter()
     with server.as_team():
-        comparison = run_comparison(CompareOptions(references=tuple(refs), data_dir=ctx.data_dir, tracking_uri=server.url,
-                                                   output_dir=ctx.workdir / "compare-api"))
+        comparison = run_comparison(
+            CompareOptions(
+                references=tuple(refs),
+                data_dir=ctx.data_dir,
+                tracking_uri=server.url,
+                output_dir=ctx.workdir / "compare-api",
+            )
+        )
     return time.perf_counter() - started, comparison.data["evaluation"]["samples"]
 
 
 def _compare_10k(ctx: Context, server, refs: list[str]) -> tuple[float, int]:
     """run_comparison's steps with the held-out split swapped for canonical MNIST's 10,000 test images."""
-    from labclient.training import data
     from labclient.compare import figures
     from labclient.compare.core import compare_loaded
     from labclient.compare.models import check_compatible, load_data, load_side
     from labclient.config import get_settings
+    from labclient.training import data
 
     started = time.perf_counter()
     with server.as_team():
@@ -203,7 +267,8 @@ def _compare_10k(ctx: Context, server, refs: list[str]) -> tuple[float, int]:
 
 def _notes(sizes: Sizes) -> list[str]:
     return [
-        f"Weights: a run made with labclient's Python API (`start_run`, `log_weights` of a {sizes.megabytes} MB float32 "
+        f"Weights: a run made with labclient's Python API (`start_run`, `log_weights` of a {sizes.megabytes} MB "
+        "float32 "
         "state dict, saved as safetensors), logged to labserver on SQLite with its artifacts on local disk, and to a "
         "second labserver whose artifact destination is `s3://` on moto's S3 server on loopback.",
         f"`fetch`: `labclient.exchange.fetch.fetch(run_id, force=True)` (resolve the run, read manifest.json, download "
@@ -211,10 +276,13 @@ def _notes(sizes: Sizes) -> list[str]:
         f"alternating with its baseline, {sizes.reps} repetitions after a warm-up. Baselines: `shutil.copyfile` of the "
         "stored artifact file; boto3 `download_file` of the stored object straight from the S3 server.",
         "Cache hit: `fetch` of a cached run id (re-hashes the cached files, no download).",
-        "`compare`: two runs trained here (mnist-mlp and logreg, 1 epoch each) and already fetched; the wall time covers "
+        "`compare`: two runs trained here (mnist-mlp and logreg, 1 epoch each) and already fetched; the wall time "
+        "covers "
         "loading both from the cache, loading the data, re-evaluation on the test images and on the training images, "
-        "weight diff, linear CKA, latency, and all figures. The `labclient compare` API (`run_comparison`) evaluates on "
+        "weight diff, linear CKA, latency, and all figures. The `labclient compare` API (`run_comparison`) evaluates "
+        "on "
         "the dataset folder's own test split (mnist-10k: 2,000 images) and takes no evaluation data; the 10,000-image "
-        "figure runs the same steps (`compare_loaded` + `figures.render_all`) with the test split replaced by canonical "
+        "figure runs the same steps (`compare_loaded` + `figures.render_all`) with the test split replaced by "
+        "canonical "
         "MNIST's t10k files. Issue 4's goal: a few seconds on 2 cores (5 s used as the target).",
     ]

@@ -50,7 +50,11 @@ def run(ctx: Context) -> Section:
         calls = _Calls(ours, client, theirs, server)
         single = ctx.alternate(calls.single_point_variants(), sizes.points)
         batches = ctx.alternate(calls.batch_variants(), sizes.batches)
-        slow = ctx.alternate({"sync": calls.mlflow_log_metric_1000}, sizes.sync_batches, warmup=False) if sizes.sync_batches else {}
+        slow = (
+            ctx.alternate({"sync": calls.mlflow_log_metric_1000}, sizes.sync_batches, warmup=False)
+            if sizes.sync_batches
+            else {}
+        )
     finally:
         ours.finish()
         client.set_terminated(theirs)
@@ -76,7 +80,11 @@ class _Calls:
         return {"ours": self.ours_point, "mlflow sync": self.mlflow_point, "mlflow async": self.mlflow_async_point}
 
     def batch_variants(self) -> dict:
-        return {"ours": self.ours_batch, "mlflow log_batch": self.mlflow_batch, "mlflow async log_batch": self.mlflow_async_batch}
+        return {
+            "ours": self.ours_batch,
+            "mlflow log_batch": self.mlflow_batch,
+            "mlflow async log_batch": self.mlflow_async_batch,
+        }
 
     def ours_point(self) -> tuple[float, float]:
         started = time.perf_counter()
@@ -161,9 +169,18 @@ def _rows(results: dict, labels: dict, per_point: int) -> list[list[str]]:
         for what, measured in (("call returns", returned), ("on the server", landed)):
             if what == "on the server" and returned.samples == landed.samples:
                 continue  # a synchronous call returns when the point is stored
-            cells = [fmt_seconds(v) for v in (measured.median, measured.percentile(0.99), measured.minimum, measured.maximum)]
-            rows.append([labels[name], what + (" (synchronous)" if returned.samples == landed.samples else ""), *cells,
-                         fmt_seconds(measured.median / per_point), measured.n])
+            cells = [
+                fmt_seconds(v) for v in (measured.median, measured.percentile(0.99), measured.minimum, measured.maximum)
+            ]
+            rows.append(
+                [
+                    labels[name],
+                    what + (" (synchronous)" if returned.samples == landed.samples else ""),
+                    *cells,
+                    fmt_seconds(measured.median / per_point),
+                    measured.n,
+                ]
+            )
     return rows
 
 
@@ -174,29 +191,54 @@ def _cpu_cell(samples: list[tuple], index: int) -> str:
 
 def _section(sizes: Sizes, single: dict, batches: dict, slow: dict) -> Section:
     headers = ["client call", "until", "median", "p99", "min", "max", "median per point", "n"]
-    cpu_rows = [[BATCH_LABELS[name], _cpu_cell(samples, 2), _cpu_cell(samples, 3)] for name, samples in {**batches, **slow}.items()]
-    body = "\n\n".join([
-        "**One point per call**", table(headers, _rows(single, LABELS, 1)),
-        f"**A batch of {BATCH:,} points**", table(headers, _rows({**batches, **slow}, BATCH_LABELS, BATCH)),
-        f"**CPU time per batch of {BATCH:,} points** (median (min – max); median per point), until the points are on the server",
-        table(["client call", "client process CPU (all its threads)", "server CPU (all its processes)"], cpu_rows),
-    ])
+    cpu_rows = [
+        [BATCH_LABELS[name], _cpu_cell(samples, 2), _cpu_cell(samples, 3)]
+        for name, samples in {**batches, **slow}.items()
+    ]
+    body = "\n\n".join(
+        [
+            "**One point per call**",
+            table(headers, _rows(single, LABELS, 1)),
+            f"**A batch of {BATCH:,} points**",
+            table(headers, _rows({**batches, **slow}, BATCH_LABELS, BATCH)),
+            f"**CPU time per batch of {BATCH:,} points** (median (min – max); median per point), until the points are "
+            "on the server",
+            table(["client call", "client process CPU (all its threads)", "server CPU (all its processes)"], cpu_rows),
+        ]
+    )
 
     def ratio(results: dict, ours_index: int, baseline: str, baseline_index: int):
         return paired_ratios([s[ours_index] for s in results["ours"]], [s[baseline_index] for s in results[baseline]])
 
     figures = [
-        Figure("batch of 1,000, until the call returns: ours / MLflow `log_batch`", ratio(batches, 0, "mlflow log_batch", 0)),
-        Figure("batch of 1,000, until the call returns: ours / MLflow async `log_batch`", ratio(batches, 0, "mlflow async log_batch", 0)),
-        Figure("batch of 1,000, until on the server: ours / MLflow `log_batch`", ratio(batches, 1, "mlflow log_batch", 1)),
-        Figure("batch of 1,000, until on the server: ours / MLflow async `log_batch`", ratio(batches, 1, "mlflow async log_batch", 1)),
+        Figure(
+            "batch of 1,000, until the call returns: ours / MLflow `log_batch`",
+            ratio(batches, 0, "mlflow log_batch", 0),
+        ),
+        Figure(
+            "batch of 1,000, until the call returns: ours / MLflow async `log_batch`",
+            ratio(batches, 0, "mlflow async log_batch", 0),
+        ),
+        Figure(
+            "batch of 1,000, until on the server: ours / MLflow `log_batch`", ratio(batches, 1, "mlflow log_batch", 1)
+        ),
+        Figure(
+            "batch of 1,000, until on the server: ours / MLflow async `log_batch`",
+            ratio(batches, 1, "mlflow async log_batch", 1),
+        ),
         Figure("one point, until the call returns: ours / MLflow `log_metric`", ratio(single, 0, "mlflow sync", 0)),
-        Figure("one point, until the call returns: ours / MLflow async `log_metric`", ratio(single, 0, "mlflow async", 0)),
-        Figure("one point, until on the server (ours with `flush()`): ours / MLflow `log_metric`", ratio(single, 1, "mlflow sync", 1)),
+        Figure(
+            "one point, until the call returns: ours / MLflow async `log_metric`", ratio(single, 0, "mlflow async", 0)
+        ),
+        Figure(
+            "one point, until on the server (ours with `flush()`): ours / MLflow `log_metric`",
+            ratio(single, 1, "mlflow sync", 1),
+        ),
     ]
     notes = [
         f"Against labserver on SQLite, both clients logged in as the same team. {sizes.points:,} single points and "
-        f"{sizes.batches} batches per client call, after a warm-up, calls of the variants interleaved in rotating order; "
+        f"{sizes.batches} batches per client call, after a warm-up, calls of the variants interleaved in rotating "
+        "order; "
         "ratios are medians of per-repetition ratios (below 1× = ours faster).",
         "p99 is the nearest-rank 99th percentile; with fewer than 100 samples it is the maximum.",
         "Ours: `Run.log_metric` returns once the point is in the run's recorder (client/recorder.py: today its journal "

@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> None:
         _isolate(Path(workdir))
         with start_server("sqlite", Path(workdir) / "sqlite", None) as server:
             times = _measure(server, find_data_dir(args.data_dir), args)
-    print(f"batch {args.batch_size}, {args.epochs} epochs, {args.reps} repetitions; training time / plain loop, epochs after the first:")
+    print(
+        f"batch {args.batch_size}, {args.epochs} epochs, {args.reps} repetitions; training time / plain loop, epochs "
+        "after the first:"
+    )
     for name, description in VARIANTS.items():
         ratio = paired_ratios(times[name], times["plain"])
         print(f"  {name:<22} {ratio.median:.3f} ({ratio.minimum:.3f} - {ratio.maximum:.3f})  {description}")
@@ -55,19 +58,27 @@ def _measure(server, data_dir: Path, args) -> dict[str, list[float]]:
     from bench import baselines
     from bench.common import alternate
     from labclient.training.data import load_dataset
-    from labclient.training.progress import Reporter
     from labclient.training.loop import TrainOptions, train
+    from labclient.training.progress import Reporter
 
     dataset = load_dataset("mnist", data_dir, Path(tempfile.gettempdir()))
     x, y = torch.from_numpy(dataset.train_x), torch.from_numpy(dataset.train_y)
-    options = TrainOptions(team=server.team, data_dir=data_dir, device="cpu", tracking_uri=server.url,
-                           overrides={"batch_size": args.batch_size, "epochs": args.epochs})
+    options = TrainOptions(
+        team=server.team,
+        data_dir=data_dir,
+        device="cpu",
+        tracking_uri=server.url,
+        overrides={"batch_size": args.batch_size, "epochs": args.epochs},
+    )
 
     def tracked(name: str):
         def run() -> float:
             with server.as_team(), _switched_off(name, server):
-                history = train(dataclasses.replace(options, offline=name == "journal only"), reporter=Reporter(quiet=True)).history
+                history = train(
+                    dataclasses.replace(options, offline=name == "journal only"), reporter=Reporter(quiet=True)
+                ).history
             return sum(row["epoch_time_s"] for row in history[1:])
+
         return run
 
     variants = {"plain": lambda: sum(baselines.train_in_memory(x, y, args.batch_size, args.epochs)[0][1:])}
@@ -83,8 +94,10 @@ def _switched_off(name: str, server):
         if name == "server at nice 19":
             stack.enter_context(_niced(server))
         elif name == "sender at nice 0":
-            undo_its_nice = ("import os, runpy; os.nice(-10); "
-                             "runpy.run_module('labclient.tracking.sender_process', run_name='__main__', alter_sys=True)")
+            undo_its_nice = (
+                "import os, runpy; os.nice(-10); "
+                "runpy.run_module('labclient.tracking.sender_process', run_name='__main__', alter_sys=True)"
+            )
             stack.enter_context(mock.patch.object(recorder, "SENDER_COMMAND", [sys.executable, "-c", undo_its_nice]))
         elif name == "no step points":
             log_metric_steps = recorder.Recorder.log_metric_steps
@@ -123,4 +136,6 @@ if __name__ == "__main__":
     try:
         main()
     except AttributeError as err:  # the client's internals moved: say which, not a traceback
-        sys.exit(f"error: the client no longer has what this diagnostic patches ({err}); update bench/overhead_breakdown.py")
+        sys.exit(
+            f"error: the client no longer has what this diagnostic patches ({err}); update bench/overhead_breakdown.py"
+        )

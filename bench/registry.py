@@ -21,7 +21,11 @@ class Pending:
     NEEDS_SERVER: bool = False
 
     def run(self, ctx: Context) -> Section:
-        return Section(self.NUMBER, f"{self.TITLE} (pending)", body=f"**Pending on {self.waiting_for}.** No numbers yet.\n\n{self.plan}")
+        return Section(
+            self.NUMBER,
+            f"{self.TITLE} (pending)",
+            body=f"**Pending on {self.waiting_for}.** No numbers yet.\n\n{self.plan}",
+        )
 
 
 BENCHMARKS = [overhead, throughput, latency, exchange, server_load, cli_startup, slow_server]

@@ -27,9 +27,9 @@ METHOD = """\
 
 
 def machine() -> list[tuple[str, str]]:
-    from labclient.training import hardware
-
     import torch
+
+    from labclient.training import hardware
 
     memory = hardware.total_memory_bytes()
     gpu = hardware.gpu_facts("cuda")
@@ -41,7 +41,10 @@ def machine() -> list[tuple[str, str]]:
         ("GPU", f"{gpu['gpu.name']} ({gpu['gpu.memory_gb']} GB), not used by these benchmarks" if gpu else "none"),
         ("OS", platform.platform()),
         ("Python", platform.python_version()),
-        ("packages", ", ".join(f"{name} {_version(name)}" for name in ("torch", "mlflow", "numpy", "sqlalchemy", "psycopg"))),
+        (
+            "packages",
+            ", ".join(f"{name} {_version(name)}" for name in ("torch", "mlflow", "numpy", "sqlalchemy", "psycopg")),
+        ),
         ("repo commit", commit[:12] + (" (with uncommitted changes)" if _dirty() else "")),
     ]
 
@@ -108,7 +111,9 @@ def render(header: str, machine_rows: list[tuple[str, str]], blocks: list[str], 
         "",
         "## Targets",
         "",
-        table(["#", "comparison", "median", "target", "met"], []) + "\n" + "\n".join(summary) if summary else "No targets measured yet.",
+        table(["#", "comparison", "median", "target", "met"], []) + "\n" + "\n".join(summary)
+        if summary
+        else "No targets measured yet.",
         "",
         *([analysis, ""] if analysis else []),
         *[part for text in blocks for part in (text, "")],

@@ -72,10 +72,19 @@ def run(ctx: Context) -> Section:
             counts = sizes.teams if workers == 1 else (sizes.processesteams,)
             for n in counts:
                 outcomes.append(_load(server, n, sizes, workers))
-    figures = [Figure(f"points/s, {o.teams} teams, {o.store}, {o.workers} worker(s)", stats([o.points_per_s]), unit="points/s")
-               for o in outcomes]
-    figures += [Figure(f"lost points, {o.teams} teams, {o.store}, {o.workers} worker(s)", stats([o.lost]), unit="points",
-                       target=Target("<=", 0, "points")) for o in outcomes]
+    figures = [
+        Figure(f"points/s, {o.teams} teams, {o.store}, {o.workers} worker(s)", stats([o.points_per_s]), unit="points/s")
+        for o in outcomes
+    ]
+    figures += [
+        Figure(
+            f"lost points, {o.teams} teams, {o.store}, {o.workers} worker(s)",
+            stats([o.lost]),
+            unit="points",
+            target=Target("<=", 0, "points"),
+        )
+        for o in outcomes
+    ]
     return Section(NUMBER, TITLE, body=_body(outcomes), figures=figures, notes=_notes(sizes, outcomes))
 
 
@@ -86,8 +95,10 @@ def _load(server, teams: int, sizes: Sizes, workers: int) -> Outcome:
         assignments[index % len(assignments)].append((name, server.tokens[name]))
     spawn = multiprocessing.get_context("spawn")
     ready, results_queue = spawn.Barrier(len(assignments)), spawn.Queue()
-    processes = [spawn.Process(target=_worker, args=(server.url, chunk, sizes.seconds, sizes.batch, ready, results_queue))
-                for chunk in assignments]
+    processes = [
+        spawn.Process(target=_worker, args=(server.url, chunk, sizes.seconds, sizes.batch, ready, results_queue))
+        for chunk in assignments
+    ]
     for process in processes:
         process.start()
     try:
@@ -103,8 +114,14 @@ def _load(server, teams: int, sizes: Sizes, workers: int) -> Outcome:
     results = [row for chunk in chunks for row in chunk]
     on_server = _metric_count(server, [row["run_id"] for row in results], METRIC)
     return Outcome(
-        server.backend, workers, teams, sizes.seconds, sum(r["logged"] for r in results), on_server,
-        sum(r["errors"] for r in results), [s for r in results for s in r["round_trips"]],
+        server.backend,
+        workers,
+        teams,
+        sizes.seconds,
+        sum(r["logged"] for r in results),
+        on_server,
+        sum(r["errors"] for r in results),
+        [s for r in results for s in r["round_trips"]],
         [s for r in results for s in r["requests"]],
     )
 
@@ -124,12 +141,22 @@ def _drive_teams(url: str, teams: list[tuple[str, str]], seconds: float, batch: 
     from labclient.tracking.run import create_run
 
     home = os.environ["LAB_HOME"]
-    runs = [create_run(team, settings=Settings(home=f"{home}/{team}", tracking_uri=url, team=team, token=token,
-                                               drain_timeout=DRAIN_TIMEOUT_S)) for team, token in teams]
+    runs = [
+        create_run(
+            team,
+            settings=Settings(
+                home=f"{home}/{team}", tracking_uri=url, team=team, token=token, drain_timeout=DRAIN_TIMEOUT_S
+            ),
+        )
+        for team, token in teams
+    ]
     results: list[dict] = [{} for _ in runs]
     ready.wait(120)
     start_at = time.monotonic()
-    threads = [threading.Thread(target=_closed_loop, args=(run, start_at, seconds, batch, results[i])) for i, run in enumerate(runs)]
+    threads = [
+        threading.Thread(target=_closed_loop, args=(run, start_at, seconds, batch, results[i]))
+        for i, run in enumerate(runs)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -137,8 +164,11 @@ def _drive_teams(url: str, teams: list[tuple[str, str]], seconds: float, batch: 
     for run, result in zip(runs, results):
         drained = run.finish()
         recorded = run.recorder.stats()
-        result.update(run_id=run.id, requests=recorded["request_seconds"],
-                      errors=result["errors"] + recorded["failures"] + recorded["refused"] + (0 if drained else 1))
+        result.update(
+            run_id=run.id,
+            requests=recorded["request_seconds"],
+            errors=result["errors"] + recorded["failures"] + recorded["refused"] + (0 if drained else 1),
+        )
     return results
 
 
@@ -176,11 +206,38 @@ def _body(outcomes: list[Outcome]) -> str:
     rows = []
     for o in outcomes:
         trips, requests = stats(o.round_trips or [0.0]), stats(o.requests or [0.0])
-        rows.append([o.store, o.workers, o.teams, f"{o.points_per_s:,.0f}", fmt_seconds(trips.median), fmt_seconds(trips.percentile(0.99)),
-                     fmt_seconds(requests.median), fmt_seconds(requests.percentile(0.99)), len(o.requests), o.errors,
-                     f"{o.logged:,}", f"{o.on_server:,}", o.lost])
-    headers = ["store", "server workers", "teams", "points/s", "batch round trip p50", "p99", "HTTP request p50", "p99",
-               "requests", "errors", "points logged", "points on server", "lost"]
+        rows.append(
+            [
+                o.store,
+                o.workers,
+                o.teams,
+                f"{o.points_per_s:,.0f}",
+                fmt_seconds(trips.median),
+                fmt_seconds(trips.percentile(0.99)),
+                fmt_seconds(requests.median),
+                fmt_seconds(requests.percentile(0.99)),
+                len(o.requests),
+                o.errors,
+                f"{o.logged:,}",
+                f"{o.on_server:,}",
+                o.lost,
+            ]
+        )
+    headers = [
+        "store",
+        "server workers",
+        "teams",
+        "points/s",
+        "batch round trip p50",
+        "p99",
+        "HTTP request p50",
+        "p99",
+        "requests",
+        "errors",
+        "points logged",
+        "points on server",
+        "lost",
+    ]
     scaling = _scaling(outcomes)
     return table(headers, rows) + (f"\n\n{scaling}" if scaling else "")
 
@@ -192,15 +249,19 @@ def _scaling(outcomes: list[Outcome]) -> str:
     one = next((o for o in outcomes if o.workers == 1 and o.store == two[0].store and o.teams == two[0].teams), None)
     if one is None:
         return ""
-    return (f"`--workers 2` vs 1, {two[0].teams} teams on {two[0].store}: {two[0].points_per_s / one.points_per_s:.2f}× the "
-            "points/s (the clients and both server workers share the same 2 cores).")
+    return (
+        f"`--workers 2` vs 1, {two[0].teams} teams on {two[0].store}: {two[0].points_per_s / one.points_per_s:.2f}× "
+        "the "
+        "points/s (the clients and both server workers share the same 2 cores)."
+    )
 
 
 def _notes(sizes: Sizes, outcomes: list[Outcome]) -> list[str]:
     lost = sum(o.lost for o in outcomes)
     return [
         f"Each simulated team is a real team (`labserver team add`, its own token) with its own run, made by "
-        f"`labclient.tracking.run.create_run`; it logs {sizes.batch} points of one metric through the run's recorder (journal, "
+        f"`labclient.tracking.run.create_run`; it logs {sizes.batch} points of one metric through the run's recorder "
+        "(journal, "
         f"sender process, HTTP `log-batch`) and then waits for the server's acknowledgement (`recorder.flush`), in a "
         f"closed loop for {sizes.seconds:g} s. Teams are threads spread over up to 3 worker processes, and each run "
         "has its own sender process, as every run does.",

@@ -14,10 +14,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 BIN = Path(sys.executable).parent
 TEAM = "bench"  # the team every benchmark logs as
@@ -28,8 +28,18 @@ STOP_TIMEOUT_S = 10
 def server_command(backend_uri: str, artifacts_dir: Path | str, port: int, workers: int = 1) -> list[str]:
     """The lean class setup labserver defaults to: 1 uvicorn worker, MLflow's job runner off."""
     return [
-        str(BIN / "labserver"), "serve", "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        str(BIN / "labserver"),
+        "serve",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        str(artifacts_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
     ]
 
 
@@ -61,7 +71,12 @@ class TrackingServer:
         return self.home / "server.log"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, **self.extra_env, "LAB_SERVER_HOME": str(self.home), "LAB_SERVER_BACKEND_STORE_URI": self.backend_uri}
+        return {
+            **os.environ,
+            **self.extra_env,
+            "LAB_SERVER_HOME": str(self.home),
+            "LAB_SERVER_BACKEND_STORE_URI": self.backend_uri,
+        }
 
     def cpu_seconds(self) -> float | None:
         """CPU time used so far by the server's processes (its process group) and, on PostgreSQL, by the
@@ -85,7 +100,9 @@ class TrackingServer:
 
     def admin(self, *args: str) -> str:
         """`labserver ARGS` against this server's database; returns its output."""
-        result = subprocess.run([str(BIN / "labserver"), *args], env=self.env(), capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [str(BIN / "labserver"), *args], env=self.env(), capture_output=True, text=True, timeout=300
+        )
         if result.returncode != 0:
             raise RuntimeError(f"labserver {' '.join(args)} failed: {(result.stdout + result.stderr).strip()[-800:]}")
         return result.stdout
@@ -95,9 +112,13 @@ class TrackingServer:
 
     def add_teams(self, names: list[str]) -> None:
         """Many teams in one admin process: `labserver team add` once per team would start MLflow each time."""
-        script = ("import sys\nfrom labserver.cli import _admin\nadmin = _admin(None)\n"
-                  "for name in sys.argv[1:]:\n    print(name, admin.add(name)[1])\n")
-        result = subprocess.run([sys.executable, "-c", script, *names], env=self.env(), capture_output=True, text=True, timeout=300)
+        script = (
+            "import sys\nfrom labserver.cli import _admin\nadmin = _admin(None)\n"
+            "for name in sys.argv[1:]:\n    print(name, admin.add(name)[1])\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, *names], env=self.env(), capture_output=True, text=True, timeout=300
+        )
         if result.returncode != 0:
             raise RuntimeError(f"adding {len(names)} teams failed: {(result.stdout + result.stderr).strip()[-800:]}")
         self.tokens.update(line.split() for line in result.stdout.splitlines() if line.count(" ") == 1)
@@ -126,8 +147,16 @@ class TrackingServer:
 
 
 @contextmanager
-def start_server(backend: str, home: Path, postgres_admin: str | None, *, artifacts: str | None = None, workers: int = 1,
-                 extra_env: dict[str, str] | None = None, teams: tuple[str, ...] = ()) -> Iterator[TrackingServer]:
+def start_server(
+    backend: str,
+    home: Path,
+    postgres_admin: str | None,
+    *,
+    artifacts: str | None = None,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    teams: tuple[str, ...] = (),
+) -> Iterator[TrackingServer]:
     """`artifacts`: the artifact destination (default home/artifacts); `teams`: more teams, added before it starts."""
     home.mkdir(parents=True, exist_ok=True)
     with _backend_uri(backend, home, postgres_admin) as backend_uri:
@@ -141,8 +170,14 @@ def start_server(backend: str, home: Path, postgres_admin: str | None, *, artifa
         server.url = f"http://127.0.0.1:{port}"
         with open(server.log_path, "wb") as log:
             # its own session, so stopping it reaches the uvicorn worker it spawns
-            server.process = subprocess.Popen(server_command(backend_uri, artifacts or home / "artifacts", port, workers), stdout=log,
-                                              stderr=subprocess.STDOUT, cwd=home, env=server.env(), start_new_session=True)
+            server.process = subprocess.Popen(
+                server_command(backend_uri, artifacts or home / "artifacts", port, workers),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=home,
+                env=server.env(),
+                start_new_session=True,
+            )
         try:
             wait_for_health(server)
             yield server
@@ -161,7 +196,9 @@ def wait_for_health(server: TrackingServer, timeout: float = HEALTH_TIMEOUT_S) -
                     return
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError(f"the {server.backend} tracking server did not answer /health within {timeout:.0f} s: {_tail(server.log_path)}")
+    raise RuntimeError(
+        f"the {server.backend} tracking server did not answer /health within {timeout:.0f} s: {_tail(server.log_path)}"
+    )
 
 
 def stop(process: subprocess.Popen) -> None:

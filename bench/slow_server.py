@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import http.client
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 from urllib.parse import urlsplit
 
 from bench.common import Context, Figure, Section, Target, fmt_overhead, fmt_spread, paired_ratios, stats, table
@@ -56,15 +56,21 @@ class _DelayingHandler(BaseHTTPRequestHandler):
 
 @contextmanager
 def delaying_proxy(upstream_url: str, delay: float = DELAY_S) -> Iterator[str]:
-    """The proxy in its own process (like a real slow network, it takes no CPU or GIL from the trainer); yields its URL."""
+    """The proxy in its own process (like a real slow network, it takes no CPU or GIL from the trainer).
+
+    Yields its URL."""
     import subprocess
     import sys
 
     from bench.servers import free_port, stop
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "bench.slow_server", upstream_url, str(port), str(delay)],
-                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.slow_server", upstream_url, str(port), str(delay)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -73,7 +79,7 @@ def delaying_proxy(upstream_url: str, delay: float = DELAY_S) -> Iterator[str]:
                 break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the delaying proxy did not start")
+                    raise RuntimeError("the delaying proxy did not start") from None
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -93,30 +99,49 @@ def run(ctx: Context) -> Section:
     server = ctx.server("sqlite")
     results = {"direct": [], "slow": []}
     with delaying_proxy(server.url) as proxy_url:
-        variants = {"direct": lambda: _train(ctx, server, server.url, epochs, batch),
-                    "slow": lambda: _train(ctx, server, proxy_url, epochs, batch)}
+        variants = {
+            "direct": lambda: _train(ctx, server, server.url, epochs, batch),
+            "slow": lambda: _train(ctx, server, proxy_url, epochs, batch),
+        }
         for name, rows in ctx.alternate(variants, reps).items():
             results[name] = rows
     seconds = {name: [row[0] for row in rows] for name, rows in results.items()}
     ratio = paired_ratios(seconds["slow"], seconds["direct"])
     lost = sum(row[1] for rows in results.values() for row in rows)
     figures = [
-        Figure(f"training time, through a {DELAY_S * 1000:.0f} ms proxy / direct, batch {batch}", ratio, target=Target("<=", BOUND)),
+        Figure(
+            f"training time, through a {DELAY_S * 1000:.0f} ms proxy / direct, batch {batch}",
+            ratio,
+            target=Target("<=", BOUND),
+        ),
         Figure("points lost after the final drain", stats([lost]), unit="points", target=Target("<=", 0, "points")),
     ]
-    rows = [[name, fmt_spread(stats(values)), fmt_spread(stats([r[2] for r in results[name]]))] for name, values in seconds.items()]
+    rows = [
+        [name, fmt_spread(stats(values)), fmt_spread(stats([r[2] for r in results[name]]))]
+        for name, values in seconds.items()
+    ]
     body = table(["server", "training epochs", "whole `train()` call (incl. final drain)"], rows)
-    body += f"\n\nOverhead of the slow server on training: {fmt_overhead(ratio.median)} (bound: at most {fmt_overhead(BOUND)})."
+    body += (
+        f"\n\nOverhead of the slow server on training: {fmt_overhead(ratio.median)} "
+        f"(bound: at most {fmt_overhead(BOUND)})."
+    )
     return Section(NUMBER, TITLE, body=body, figures=figures, notes=_notes(ctx, reps, epochs, batch))
 
 
 def _train(ctx: Context, server, url: str, epochs: int, batch: int) -> tuple[float, int, float]:
     """(seconds in the training epochs, points missing on the server, seconds of the whole call)."""
-    from labclient.training.progress import Reporter
     from labclient.training.loop import TrainOptions, train
+    from labclient.training.progress import Reporter
 
-    options = TrainOptions(team=server.team, trainer="mnist-mlp", dataset=ctx.dataset_name, data_dir=ctx.data_dir, device="cpu",
-                           overrides={"batch_size": batch, "epochs": epochs}, tracking_uri=url)
+    options = TrainOptions(
+        team=server.team,
+        trainer="mnist-mlp",
+        dataset=ctx.dataset_name,
+        data_dir=ctx.data_dir,
+        device="cpu",
+        overrides={"batch_size": batch, "epochs": epochs},
+        tracking_uri=url,
+    )
     began = time.perf_counter()
     with server.as_team():
         result = train(options, reporter=Reporter(quiet=True))
@@ -136,13 +161,16 @@ def _points(server, run_id: str | None) -> int:
 def _notes(ctx: Context, reps: int, epochs: int, batch: int) -> list[str]:
     return [
         f"mnist-mlp on {ctx.dataset_name}, {epochs} epoch(s) at batch {batch}, one `step_train_cost` point per step, "
-        f"via `labclient.training.loop.train` against labserver on SQLite: directly, and through bench/slow_server.py's "
-        f"threaded proxy (its own process) on loopback that delays every response by {DELAY_S * 1000:.0f} ms. {reps} repetitions in "
+        "via `labclient.training.loop.train` against labserver on SQLite: directly, and through "
+        "bench/slow_server.py's "
+        f"threaded proxy (its own process) on loopback that delays every response by {DELAY_S * 1000:.0f} ms. {reps} "
+        "repetitions in "
         "rotating order after a warm-up of each.",
         f"Bound (stated here, issue 6 fault test 4): training through the slow server takes at most {BOUND:.2f}× the "
         "training time against the server directly; logging goes to the journal and a sender process, so a slow "
         "server may delay the final drain (shown in the table) but not the training steps.",
-        "Points lost: `step_train_cost` points expected (epochs × steps) minus those in the run's metric history on the "
+        "Points lost: `step_train_cost` points expected (epochs × steps) minus those in the run's metric history on "
+        "the "
         "server after `train()` returned (its final drain done).",
     ]
 

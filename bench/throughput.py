@@ -25,7 +25,12 @@ SIZES = {
     "full": Sizes(reps=7, epochs={10: 3, 128: 10}, numpy_samples=4000),
 }
 BATCH_SIZES = (10, 128)
-VARIANTS = ("numpy per-sample backprop", "PyTorch DataLoader loop", "PyTorch in-memory loop", "ours (labclient train's loop)")
+VARIANTS = (
+    "numpy per-sample backprop",
+    "PyTorch DataLoader loop",
+    "PyTorch in-memory loop",
+    "ours (labclient train's loop)",
+)
 NUMPY, LOADER, IN_MEMORY, OURS = VARIANTS
 
 
@@ -35,12 +40,24 @@ def run(ctx: Context) -> Section:
     rates = {batch: _measure(ctx, dataset, batch, sizes) for batch in BATCH_SIZES}
     figures = []
     for batch in BATCH_SIZES:
-        figures.append(Figure(f"ours / in-memory loop, batch {batch}", paired_ratios(rates[batch][OURS], rates[batch][IN_MEMORY]),
-                              target=Target(">=", 0.95)))
+        figures.append(
+            Figure(
+                f"ours / in-memory loop, batch {batch}",
+                paired_ratios(rates[batch][OURS], rates[batch][IN_MEMORY]),
+                target=Target(">=", 0.95),
+            )
+        )
     for batch in BATCH_SIZES:
-        figures.append(Figure(f"ours / DataLoader loop, batch {batch}", paired_ratios(rates[batch][OURS], rates[batch][LOADER]),
-                              target=Target(">=", 1.5) if batch == 128 else None))
-    figures.append(Figure("ours / numpy per-sample backprop, batch 10", paired_ratios(rates[10][OURS], rates[10][NUMPY])))
+        figures.append(
+            Figure(
+                f"ours / DataLoader loop, batch {batch}",
+                paired_ratios(rates[batch][OURS], rates[batch][LOADER]),
+                target=Target(">=", 1.5) if batch == 128 else None,
+            )
+        )
+    figures.append(
+        Figure("ours / numpy per-sample backprop, batch 10", paired_ratios(rates[10][OURS], rates[10][NUMPY]))
+    )
     return Section(NUMBER, TITLE, body=_body(rates), figures=figures, notes=_notes(ctx, dataset, sizes))
 
 
@@ -80,8 +97,13 @@ def untracked_training(dataset, batch_size: int, epochs: int):
     from labclient.training import loop as training
     from labclient.training.progress import Reporter
 
-    options = training.TrainOptions(team="bench", trainer="mnist-mlp", dataset=dataset.name, device="cpu",
-                                    overrides={"batch_size": batch_size, "epochs": epochs})
+    options = training.TrainOptions(
+        team="bench",
+        trainer="mnist-mlp",
+        dataset=dataset.name,
+        device="cpu",
+        overrides={"batch_size": batch_size, "epochs": epochs},
+    )
     trainer = training.load_trainer(options.trainer)
     config = training.build_config(trainer, options.overrides)
     torch.manual_seed(config.seed)
@@ -113,8 +135,10 @@ def _notes(ctx: Context, dataset, sizes: Sizes) -> list[str]:
         f"Each PyTorch measurement trains {sizes.epochs[10]} epoch(s) at batch 10 and {sizes.epochs[128]} at batch 128 "
         f"from a fresh model; samples/s counts only the epochs. {sizes.reps} repetitions after one warm-up, "
         "variants in rotating order; ratios are the median of per-repetition ratios.",
-        f"The numpy network trains one epoch on the first {sizes.numpy_samples:,} images (float64, one sample at a time, "
+        f"The numpy network trains one epoch on the first {sizes.numpy_samples:,} images (float64, one sample at a "
+        "time, "
         "as in the book); its speed does not depend on the size of the set.",
-        "Ours is labclient.training.loop's _Session (the loop `labclient train` runs, reading step costs off the device in "
+        "Ours is labclient.training.loop's _Session (the loop `labclient train` runs, reading step costs off the "
+        "device in "
         "groups of 50), with no run, so nothing is logged; the time is its own `training_time_s`.",
     ]

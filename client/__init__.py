@@ -5,7 +5,18 @@ Attributes are imported lazily so `labclient --help` never pays for torch or mlf
 
 from __future__ import annotations
 
-__all__ = ["start_run", "create_run", "train", "TrainOptions", "fetch", "push", "load_model", "uncache", "login", "leaderboard"]
+__all__ = [
+    "start_run",
+    "create_run",
+    "train",
+    "TrainOptions",
+    "fetch",
+    "push",
+    "load_model",
+    "uncache",
+    "login",
+    "leaderboard",
+]
 
 _LAZY = {
     "start_run": "labclient.tracking.run",

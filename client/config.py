@@ -6,23 +6,23 @@ with 0600 permissions because it may hold a token.
 
 from __future__ import annotations
 
-import sys
-
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from labclient import paths
-from labclient.files import atomic_write
-from labclient.errors import ConfigError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from labclient import paths
+from labclient.errors import ConfigError
+from labclient.files import atomic_write
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,7 +83,9 @@ class Settings(BaseSettings):
         return value
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         return (init_settings, env_settings, _ConfigFileSource(settings_cls))
 
     @property

@@ -57,7 +57,9 @@ class DiskFull(LabError):
     """No space left on the device while writing the journal or the cache; what was written before stays readable."""
 
     def __init__(self, where: str, remedy: str | None = None):
-        super().__init__(f"no space left on the device while writing {where}", remedy or "free some disk space and try again")
+        super().__init__(
+            f"no space left on the device while writing {where}", remedy or "free some disk space and try again"
+        )
 
 
 class RunNotFound(LabError):
@@ -93,7 +95,9 @@ class UnsafePickle(LabError):
 
     def __init__(self, global_name: str, message: str | None = None):
         super().__init__(
-            message or f"refused to load a pickle that names {global_name}: it is not on the allow-list, and nothing of it was run",
+            message
+            or f"refused to load a pickle that names {global_name}: it is not on the allow-list, and nothing of it "
+            "was run",
             "pickles may hold only numbers, strings, lists, dicts, tuples and numpy arrays of numbers; "
             "exchange those or safetensors",
         )

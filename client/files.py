@@ -9,8 +9,9 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes | str, *, durable: bool = False, mode: int | None = None,
-                 make_parents: bool = False) -> None:
+def atomic_write(
+    path: Path, data: bytes | str, *, durable: bool = False, mode: int | None = None, make_parents: bool = False
+) -> None:
     """Write a file whole or not at all: a reader sees the old content or the new, never a torn file.
 
     The data go to a temporary file in the same folder (mode 0600 unless `mode` says otherwise), which then

@@ -10,13 +10,20 @@ from __future__ import annotations
 import asyncio
 
 from flask import Flask, g, jsonify, request
+
 from labserver import views
 from labserver.auth import VERIFIED_HEADER, team_from_verified_header
 from labserver.caller import is_admin
 from labserver.frontdoor import FrontDoor
 from labserver.permissions import Decision, artifact_write_escapes_run, decide
 
-_PASS_THROUGH = (Decision.PUBLIC, Decision.AUTHENTICATED, Decision.MLFLOW, Decision.SELF_AUTHORIZING, Decision.TEAM_OWNER)
+_PASS_THROUGH = (
+    Decision.PUBLIC,
+    Decision.AUTHENTICATED,
+    Decision.MLFLOW,
+    Decision.SELF_AUTHORIZING,
+    Decision.TEAM_OWNER,
+)
 
 
 def create_app(app: Flask | None = None):
@@ -48,7 +55,9 @@ def store_request_limit() -> int:
         MLFLOW_SQLALCHEMYSTORE_POOL_SIZE,
     )
 
-    pool = (MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.get() or 5) + (MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.get() or 10)  # SQLAlchemy's defaults
+    pool = (MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.get() or 5) + (
+        MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.get() or 10
+    )  # SQLAlchemy's defaults
     return max(pool - 1, 1)
 
 
@@ -56,7 +65,9 @@ def flask_route_decision(flask_request) -> Decision | None:
     from mlflow.server import auth as basic_auth
 
     # read-only use of basic-auth's route tables: the decision stays in step with MLflow's own validators
-    guarded = basic_auth._find_validator(flask_request) is not None or basic_auth._is_proxy_artifact_path(flask_request.path)
+    guarded = basic_auth._find_validator(flask_request) is not None or basic_auth._is_proxy_artifact_path(
+        flask_request.path
+    )
     rule = flask_request.url_rule
     return decide(
         flask_request.path,
@@ -89,15 +100,18 @@ def enforce_lab_rules():
     if decision is None:
         return _denied(f"{request.method} {request.path} has no authorization rule, so it is refused")
     if decision is Decision.ADMIN_ONLY:
-        return _denied(f"only the admin can {request.method} {request.path}; teams are set up with `labserver team add`")
+        return _denied(
+            f"only the admin can {request.method} {request.path}; teams are set up with `labserver team add`"
+        )
     return _identity_refusal(user)
 
 
 def _identity_refusal(user: str):
     """Requests that would write a run's identity, or tie one team's work to another's (labserver/identity.py)."""
+    from mlflow.server.handlers import _get_tracking_store
+
     from labserver.identity import refusal
     from labserver.permissions import api_suffix
-    from mlflow.server.handlers import _get_tracking_store
 
     suffix = api_suffix(request.path)
     if suffix is None or request.method not in ("POST", "PATCH"):
@@ -114,13 +128,20 @@ def native_route_decision(path: str, method: str) -> Decision | None:
 
 def guard_native_routes(fastapi_app) -> None:
     """FastAPI's own routes (artifact streaming, gateway, traces) never pass Flask's hooks."""
-    from labserver.routelist import native_route_matches
     from starlette.responses import JSONResponse
+
+    from labserver.routelist import native_route_matches
 
     @fastapi_app.middleware("http")
     async def lab_native_route_guard(http_request, call_next):
         if artifact_write_escapes_run(http_request.url.path, http_request.method):
-            return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE", "message": "artifact uploads must stay inside one run's folder"}, status_code=400)
+            return JSONResponse(
+                {
+                    "error_code": "INVALID_PARAMETER_VALUE",
+                    "message": "artifact uploads must stay inside one run's folder",
+                },
+                status_code=400,
+            )
         if not native_route_matches(fastapi_app, http_request.scope):
             return await call_next(http_request)  # served by Flask: enforce_lab_rules decides
         decision = native_route_decision(http_request.url.path, http_request.method)
@@ -129,4 +150,7 @@ def guard_native_routes(fastapi_app) -> None:
         team = team_from_verified_header(http_request.headers.get(VERIFIED_HEADER))
         if decision is Decision.ADMIN_ONLY and team is not None and await asyncio.to_thread(is_admin, team):
             return await call_next(http_request)
-        return JSONResponse({"error_code": "PERMISSION_DENIED", "message": f"{http_request.method} {http_request.url.path} is refused"}, status_code=403)
+        return JSONResponse(
+            {"error_code": "PERMISSION_DENIED", "message": f"{http_request.method} {http_request.url.path} is refused"},
+            status_code=403,
+        )

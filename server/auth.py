@@ -22,9 +22,10 @@ import threading
 from collections import OrderedDict
 
 from flask import Response, g, request
-from labserver.throttle import LoginThrottle
 from werkzeug.datastructures import Authorization
 from werkzeug.security import check_password_hash, generate_password_hash
+
+from labserver.throttle import LoginThrottle
 
 VERIFIED_HEADER = "x-lab-verified-team"  # written by the front door only; any copy a client sends is dropped
 _CACHE_SIZE = 4096
@@ -65,8 +66,9 @@ def _stored_hash(username: str) -> str | None:
 
 def _unavailable(err: Exception) -> StoreUnavailable:
     # the details go to the server's log only: the caller is not authenticated yet
-    logging.getLogger(__name__).warning("cannot check a login, the database failed: %s",
-                                        " ".join(str(err).split())[:500])
+    logging.getLogger(__name__).warning(
+        "cannot check a login, the database failed: %s", " ".join(str(err).split())[:500]
+    )
     cause = err.__cause__ if err.__cause__ is not None else err
     return StoreUnavailable(type(cause).__name__)
 

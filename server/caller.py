@@ -7,6 +7,7 @@ import functools
 import json
 
 from flask import g, jsonify, request
+
 from labserver.errors import BadRequest, LabServerError
 
 

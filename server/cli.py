@@ -9,13 +9,14 @@ import os
 import sys
 
 import click
+
+from labserver.cli_errors import OneLineErrors
 from labserver.config import (
     ADMIN_USERNAME,
     auth_environment,
     backend_uri,
     get_server_settings,
 )
-from labserver.cli_errors import OneLineErrors
 from labserver.errors import PlaceholderSecret, SchemaOutOfDate
 
 DEFAULT_PORT = 5000
@@ -36,7 +37,8 @@ class ServerGroup(OneLineErrors):
 
 
 backend_option = click.option(
-    "--backend-store-uri", envvar="LAB_SERVER_BACKEND_STORE_URI",
+    "--backend-store-uri",
+    envvar="LAB_SERVER_BACKEND_STORE_URI",
     help="sqlite:///path.db or postgresql://user:pass@host/db (psycopg 3). Default: SQLite under LAB_SERVER_HOME.",
 )
 
@@ -62,17 +64,30 @@ def _quiet_libraries() -> None:
 
 @main.command()
 @backend_option
-@click.option("--artifacts-destination", envvar="LAB_SERVER_ARTIFACTS_DESTINATION",
-              help="Local folder or s3://bucket/prefix. Clients upload and download through the server.")
+@click.option(
+    "--artifacts-destination",
+    envvar="LAB_SERVER_ARTIFACTS_DESTINATION",
+    help="Local folder or s3://bucket/prefix. Clients upload and download through the server.",
+)
 @click.option("--s3-endpoint-url", envvar="MLFLOW_S3_ENDPOINT_URL", help="For MinIO or another S3-compatible store.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="uvicorn worker processes. One is fastest for a class: see the README.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="uvicorn worker processes. One is fastest for a class: see the README.",
+)
 @click.option("--allowed-hosts", help="Host headers to accept, for a server reached by name (MLflow's option).")
-@click.option("--trusted-proxies", envvar="LAB_SERVER_TRUSTED_PROXIES",
-              help="Addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated). Default: none.")
-def serve(backend_store_uri, artifacts_destination, s3_endpoint_url, host, port, workers, allowed_hosts, trusted_proxies):
+@click.option(
+    "--trusted-proxies",
+    envvar="LAB_SERVER_TRUSTED_PROXIES",
+    help="Addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated). Default: none.",
+)
+def serve(
+    backend_store_uri, artifacts_destination, s3_endpoint_url, host, port, workers, allowed_hosts, trusted_proxies
+):
     """Serve the tracking server, the web UI and the lab plugin."""
     from labserver import serving
 
@@ -103,8 +118,9 @@ def _refuse_placeholder_secrets(db_uri: str) -> None:
 
 
 def _prepare_database(db_uri: str) -> None:
-    from labserver.db import migrate
     from sqlalchemy.engine import make_url
+
+    from labserver.db import migrate
 
     if db_uri.startswith("sqlite") and make_url(db_uri).database:
         os.makedirs(os.path.dirname(os.path.abspath(make_url(db_uri).database)), exist_ok=True)

@@ -7,6 +7,7 @@ import os
 import sys
 
 import click
+
 from labserver.errors import OneLineError
 
 

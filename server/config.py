@@ -51,7 +51,7 @@ def normalize_db_uri(uri: str) -> str:
     """One PostgreSQL driver everywhere: psycopg 3 (`postgresql+psycopg://`)."""
     for prefix in ("postgresql://", "postgres://"):
         if uri.startswith(prefix):
-            return "postgresql+psycopg://" + uri[len(prefix):]
+            return "postgresql+psycopg://" + uri[len(prefix) :]
     return uri
 
 

@@ -70,9 +70,7 @@ class FairGate:
             await asyncio.wait_for(asyncio.shield(future), timeout)
             return True
         except asyncio.TimeoutError:
-            if future.done() and not future.cancelled():  # granted just as the wait ran out: keep it
-                return True
-            return False
+            return future.done() and not future.cancelled()  # granted just as the wait ran out: keep it
         finally:
             if entry in self._waiting:
                 self._waiting.remove(entry)
@@ -122,8 +120,13 @@ class FrontDoor:
                 accepted = await asyncio.to_thread(auth.verify_token, *credentials)
         except auth.StoreUnavailable as err:  # an outage is not a failed login: nothing is counted
             body, headers = auth.unavailable_answer(err)
-            return await _respond(send, 503, body, "application/json",
-                                  [(name.lower().encode(), value.encode()) for name, value in headers.items()])
+            return await _respond(
+                send,
+                503,
+                body,
+                "application/json",
+                [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+            )
         if not accepted:
             self.throttle.record_failure(address)
             return await _refuse(send, 401, "unknown team or wrong token")
@@ -139,7 +142,9 @@ class FrontDoor:
         if buffered and _has_body(scope):
             declared = _content_length(scope)
             if declared is not None and declared > MAX_BUFFERED_BODY:
-                return await _respond(send, 413, _error("request body too large", "send at most 16 MiB"), "application/json")
+                return await _respond(
+                    send, 413, _error("request body too large", "send at most 16 MiB"), "application/json"
+                )
             if not await self.reading_gate.acquire(holder, SLOT_WAIT_S):
                 return await _busy(send)
             try:
@@ -187,9 +192,11 @@ class BodyLimits:
             message = await asyncio.wait_for(self._receive(), timeout)
         except asyncio.TimeoutError:
             self.waited += time.monotonic() - started
-            self.too_slow = (f"the request body stopped arriving ({self.received:,} bytes in {self.waited:.0f} s)"
-                             if timeout >= BODY_IDLE_S else
-                             f"the request body arrived too slowly ({self.received:,} bytes in {self.waited:.0f} s)")
+            self.too_slow = (
+                f"the request body stopped arriving ({self.received:,} bytes in {self.waited:.0f} s)"
+                if timeout >= BODY_IDLE_S
+                else f"the request body arrived too slowly ({self.received:,} bytes in {self.waited:.0f} s)"
+            )
             return {"type": "http.disconnect"}
         self.waited += time.monotonic() - started
         self.received += len(message.get("body", b""))
@@ -247,7 +254,7 @@ def _is_public(path: str) -> bool:
 
 def _basic_credentials(scope) -> tuple[str, str] | None:
     header = next((value for name, value in scope["headers"] if name == b"authorization"), None)
-    if not header or not header[:6].lower() == b"basic ":
+    if not header or header[:6].lower() != b"basic ":
         return None
     try:
         username, separator, token = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
@@ -270,8 +277,12 @@ def _content_length(scope) -> int | None:
 
 
 async def _busy(send):
-    await _respond(send, 503, json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE",
-                                          "message": "the server is busy; try again shortly"}), "application/json")
+    await _respond(
+        send,
+        503,
+        json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "the server is busy; try again shortly"}),
+        "application/json",
+    )
 
 
 def _error(message: str, remedy: str) -> str:
@@ -288,7 +299,16 @@ async def _respond(send, status: int, body: str, content_type: str, headers: lis
     body nobody will read, and must not keep the socket by trickling it."""
     payload = body.encode()
     closing = [(b"connection", b"close")] if status >= 400 else []
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode()),
-                            *closing, *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(payload)).encode()),
+                *closing,
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

@@ -46,7 +46,11 @@ def register(store, lab_store, run_id: str) -> RegisteredRun:
     if not is_valid_team(team):
         raise NotATeamExperiment(f"experiment {team!r} is not a team's, so its runs get no number")
     registered = RegisteredRun(run_id, team, lab_store.register_run(run_id, team))
-    tags = [RunTag(TEAM_TAG, team), RunTag(RUN_NUMBER_TAG, str(registered.number)), RunTag(RUN_NAME_TAG, registered.name)]
+    tags = [
+        RunTag(TEAM_TAG, team),
+        RunTag(RUN_NUMBER_TAG, str(registered.number)),
+        RunTag(RUN_NAME_TAG, registered.name),
+    ]
     store.log_batch(run_id, metrics=[], params=[], tags=tags)
     return registered
 
@@ -91,7 +95,10 @@ def _name_refusal(name: object, caller: str) -> str | None:
     if not isinstance(name, str):
         return None
     if NUMBERED_RUN_NAME.fullmatch(name.strip()):
-        return f"the run name {name.strip()!r} has the form TEAM/run-N, which only the server gives (when it numbers a run)"
+        return (
+            f"the run name {name.strip()!r} has the form TEAM/run-N, which only the server gives "
+            "(when it numbers a run)"
+        )
     prefix = name.strip().split("/", 1)[0]
     if "/" in name and TEAM_PATTERN.fullmatch(prefix) and prefix != caller:
         return f"team {caller} cannot name a run {name.strip()!r}: names starting with {prefix}/ are team {prefix}'s"

@@ -18,8 +18,8 @@ import sys
 from typing import Any
 
 from labserver.errors import BadRequest
-from labserver.search import iter_runs
 from labserver.names import display_name, identity, is_valid_team
+from labserver.search import iter_runs
 from labserver.tags import DATASET_TAG, DEVICE_TAG, TRAINER_TAG, WEIGHTS_TAG, hardware_tag
 
 DEFAULT_METRIC = "test_accuracy"
@@ -39,7 +39,9 @@ def metric_key(metric: str | None) -> str:
     """The metric's MLflow name: `accuracy` and `cost` are short for the held-out test_accuracy and test_cost."""
     name = METRIC_ALIASES.get((metric or DEFAULT_METRIC).strip(), (metric or DEFAULT_METRIC).strip())
     if not _METRIC_NAME.match(name):
-        raise UnknownMetric(f"{metric!r} is not a metric name", "use letters, digits, '_', '-' or '.', e.g. test_accuracy")
+        raise UnknownMetric(
+            f"{metric!r} is not a metric name", "use letters, digits, '_', '-' or '.', e.g. test_accuracy"
+        )
     return name
 
 
@@ -47,8 +49,9 @@ def lower_is_better(metric: str) -> bool:
     return any(word in metric.lower() for word in _LOWER_IS_BETTER)
 
 
-def leaderboard_rows(client, *, metric: str = DEFAULT_METRIC, by: str = "team", limit: int | None = None,
-                     target=None) -> list[dict[str, Any]]:
+def leaderboard_rows(
+    client, *, metric: str = DEFAULT_METRIC, by: str = "team", limit: int | None = None, target=None
+) -> list[dict[str, Any]]:
     """Ranked rows of plain values. by="team": each team's best run; by="run": the best runs of all teams.
 
     `target` (a labclient.store.target.Target) adds each run's URL in the MLflow UI.
@@ -56,8 +59,11 @@ def leaderboard_rows(client, *, metric: str = DEFAULT_METRIC, by: str = "team", 
     metric = metric_key(metric)
     if by not in ("team", "run"):
         raise BadRequest(f"cannot rank by {by!r}", "use --by team or --by run")
-    experiments = {experiment.experiment_id: experiment.name for experiment in client.search_experiments()
-                   if is_valid_team(experiment.name)}
+    experiments = {
+        experiment.experiment_id: experiment.name
+        for experiment in client.search_experiments()
+        if is_valid_team(experiment.name)
+    }
     order = [f"metrics.`{metric}` {'ASC' if lower_is_better(metric) else 'DESC'}", "attributes.start_time DESC"]
     if by == "team":
         runs = [best for experiment_id in experiments if (best := _best_run(client, [experiment_id], order, metric))]
@@ -95,13 +101,24 @@ def _ranked_runs(client, experiment_ids: list[str], order: list[str], metric: st
 
 def _check_metric_exists(client, experiment_ids: list[str], metric: str) -> None:
     """No run ranks: an unknown metric name is a mistake worth saying; an empty store is not."""
-    latest = next(iter(client.search_runs(experiment_ids, filter_string="attributes.status = 'FINISHED'",
-                                          order_by=["attributes.start_time DESC"], max_results=1)), None)
+    latest = next(
+        iter(
+            client.search_runs(
+                experiment_ids,
+                filter_string="attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        ),
+        None,
+    )
     if latest is None or metric in latest.data.metrics:
         return
     known = sorted(key for key in latest.data.metrics if not key.startswith(("epoch_", "step_")))
-    raise UnknownMetric(f"no finished run logs a metric named {metric!r}",
-                        f"try one of: {', '.join(known[:12])}" if known else "train a model first")
+    raise UnknownMetric(
+        f"no finished run logs a metric named {metric!r}",
+        f"try one of: {', '.join(known[:12])}" if known else "train a model first",
+    )
 
 
 def _row(rank: int, run, metric: str, experiments: dict[str, str], target) -> dict[str, Any]:

@@ -11,16 +11,31 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote, urlencode
 
-from labserver.units import human_count
 from labserver.routes import UI_LAYOUT
+from labserver.units import human_count
 
-CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
-                           "frame-ancestors 'self'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+)
 UI_ROOT = "../"  # the page is /lab/leaderboard; the UI is /
-_VIEWS = (("test_accuracy", "team", "each team's best, by held-out accuracy"), ("test_cost", "team", "by held-out cost"),
-          ("training_time_s", "team", "by training time"), ("test_accuracy", "run", "best runs of all teams"))
-_COLUMNS = ("#", "team", "run", "held-out accuracy", "held-out cost", "parameters", "MACs / sample", "training time",
-            "device", "trained (UTC)")
+_VIEWS = (
+    ("test_accuracy", "team", "each team's best, by held-out accuracy"),
+    ("test_cost", "team", "by held-out cost"),
+    ("training_time_s", "team", "by training time"),
+    ("test_accuracy", "run", "best runs of all teams"),
+)
+_COLUMNS = (
+    "#",
+    "team",
+    "run",
+    "held-out accuracy",
+    "held-out cost",
+    "parameters",
+    "MACs / sample",
+    "training time",
+    "device",
+    "trained (UTC)",
+)
 _NUMERIC = {"#", "held-out accuracy", "held-out cost", "parameters", "MACs / sample", "training time"}
 
 _STYLE = """
@@ -30,7 +45,8 @@ nav a, p a { color: #0969da; }
 nav { margin: .8rem 0 1.2rem; }
 nav a, nav strong { margin-right: 1rem; }
 table { border-collapse: collapse; width: 100%; }
-th, td { padding: .45rem .6rem; border-bottom: 1px solid #d0d7de; text-align: left; vertical-align: top; white-space: nowrap; }
+th, td { padding: .45rem .6rem; border-bottom: 1px solid #d0d7de; text-align: left; vertical-align: top;
+         white-space: nowrap; }
 th { background: #f6f8fa; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.text { white-space: normal; overflow-wrap: anywhere; min-width: 8rem; max-width: 22rem; }
@@ -56,7 +72,10 @@ def render(rows: list[dict], *, metric: str, by: str, error: str | None = None) 
     if error:
         body = f'<p class="error" role="alert">{escape(error)}</p>'
     elif not rows:
-        body = '<p class="muted">No finished runs with weights yet: train one with <code>labclient train --team TEAM</code>.</p>'
+        body = (
+            '<p class="muted">No finished runs with weights yet: '
+            "train one with <code>labclient train --team TEAM</code>.</p>"
+        )
     else:
         body = _table(rows, metric if extra else None)
     json_link = escape("../api/2.0/lab/leaderboard?" + urlencode({"metric": metric, "by": by}))
@@ -64,10 +83,11 @@ def render(rows: list[dict], *, metric: str, by: str, error: str | None = None) 
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>Leaderboard · lab</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-        f"<h1>Leaderboard</h1>\n<p class=\"muted\">{escape(heading)}. Only finished runs that uploaded weights count "
+        f'<h1>Leaderboard</h1>\n<p class="muted">{escape(heading)}. Only finished runs that uploaded weights count '
         "(the run <code>TEAM/best</code> names); costs and times rank lowest first.</p>\n"
         f"{_nav(metric, by)}\n{body}\n"
-        f'<p class="muted">The same rows: <a href="{json_link}">as JSON</a>, or <code>labclient leaderboard --json</code>.</p>\n'
+        f'<p class="muted">The same rows: <a href="{json_link}">as JSON</a>, or <code>labclient leaderboard '
+        "--json</code>.</p>\n"
         "</body>\n</html>\n"
     )
 
@@ -96,16 +116,21 @@ def _row(row: dict, extra_metric: str | None) -> str:
     run = _link(run_path(row["experiment_id"], row["run_id"]), row["run"])
     # (html, class): "num" right-aligns figures, "text" lets free text written by a team wrap
     cells = [
-        (str(row["rank"]), "num"), (team, ""), (run, ""),
-        (_number(row["test_accuracy"], "{:.2%}"), "num"), (_number(row["test_cost"], "{:.4f}"), "num"),
+        (str(row["rank"]), "num"),
+        (team, ""),
+        (run, ""),
+        (_number(row["test_accuracy"], "{:.2%}"), "num"),
+        (_number(row["test_cost"], "{:.4f}"), "num"),
     ]
     if extra_metric:
         value = row["value"]
         cells.append((_number(value, "{:,.0f}" if value is not None and abs(value) >= 1000 else "{:.4g}"), "num"))
     macs = row["macs_per_sample"]
     cells += [
-        (_number(row["parameters"], "{:,}"), "num"), (escape(human_count(macs)) if macs is not None else "–", "num"),
-        (seconds(row["training_time_s"]), "num"), (escape(row["device"] or ""), "text"),
+        (_number(row["parameters"], "{:,}"), "num"),
+        (escape(human_count(macs)) if macs is not None else "–", "num"),
+        (seconds(row["training_time_s"]), "num"),
+        (escape(row["device"] or ""), "text"),
         (escape((row["trained_at"] or "–").replace("T", " ")[:16]), ""),
     ]
     tds = "".join(f'<td class="{kind}">{html}</td>' if kind else f"<td>{html}</td>" for html, kind in cells)

@@ -48,13 +48,15 @@ _ADMIN_ONLY_WRITES = re.compile(
 _NON_API_ADMIN_ONLY = re.compile(r"^/(?:signup|gateway/.*|v1/traces.*)$")
 # Traces are a GenAI feature a class does not use: teams read them, only the admin writes them (which also keeps
 # a team from linking its traces to another team's run). The reads that MLflow serves as POST stay open.
-_TRACE_WRITES = re.compile(r"^/mlflow/traces(?:/(?!(?:search|batchGetInfos|batchGet|get|metrics|"
-                           r"calculate-filter-correlation)$).*)?$")
+_TRACE_WRITES = re.compile(
+    r"^/mlflow/traces(?:/(?!(?:search|batchGetInfos|batchGet|get|metrics|"
+    r"calculate-filter-correlation)$).*)?$"
+)
 
 
 def api_suffix(path: str) -> str | None:
     match = _API_PREFIX.match(path)
-    return path[match.end():] if match else None
+    return path[match.end() :] if match else None
 
 
 def decide(
@@ -90,7 +92,9 @@ def decide(
     return None
 
 
-_ARTIFACT_WRITE = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow-artifacts/(?:artifacts|mpu/(?:create|complete|abort))/(?P<path>.*)$")
+_ARTIFACT_WRITE = re.compile(
+    r"^/(?:ajax-)?api/2\.0/mlflow-artifacts/(?:artifacts|mpu/(?:create|complete|abort))/(?P<path>.*)$"
+)
 _INSIDE_A_RUN = re.compile(r"^\d+/[0-9a-f]{32}/artifacts/(?P<file>.+)$")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def native_routes(fastapi_app) -> Iterator[tuple[str, set[str]]]:

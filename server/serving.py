@@ -93,7 +93,15 @@ def run(*, host: str, port: int, workers: int, trusted_proxies: str | None) -> N
     from mlflow.server import _UVICORN_LOG_CONFIG
 
     uvicorn.run(
-        "labserver.app:create_app", factory=True, host=host, port=port, workers=workers,
-        http=LabH11Protocol, proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or "",
-        log_config=str(Path(_UVICORN_LOG_CONFIG)), timeout_keep_alive=5, server_header=False,
+        "labserver.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        http=LabH11Protocol,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=trusted_proxies or "",
+        log_config=str(Path(_UVICORN_LOG_CONFIG)),
+        timeout_keep_alive=5,
+        server_header=False,
     )

@@ -6,8 +6,9 @@ import functools
 import time
 
 import sqlalchemy as sa
-from labserver.db.models import SqlRegisteredRun, SqlRunCounter
 from sqlalchemy.dialects import postgresql, sqlite
+
+from labserver.db.models import SqlRegisteredRun, SqlRunCounter
 
 
 @functools.lru_cache(maxsize=8)
@@ -35,8 +36,11 @@ class LabStore:
                     if known is not None:
                         return known
                     number = self._next_number(connection, team)
-                    connection.execute(sa.insert(SqlRegisteredRun.__table__).values(
-                        run_id=run_id, team=team, number=number, registered_at_ms=int(time.time() * 1000)))
+                    connection.execute(
+                        sa.insert(SqlRegisteredRun.__table__).values(
+                            run_id=run_id, team=team, number=number, registered_at_ms=int(time.time() * 1000)
+                        )
+                    )
                     return number
             except sa.exc.IntegrityError:  # the same run registered by a concurrent call: read its number
                 continue
@@ -49,12 +53,17 @@ class LabStore:
 
     def run_id_of(self, team: str, number: int) -> str | None:
         with self.engine.connect() as connection:
-            return connection.execute(sa.select(SqlRegisteredRun.run_id).where(
-                SqlRegisteredRun.team == team, SqlRegisteredRun.number == number)).scalar_one_or_none()
+            return connection.execute(
+                sa.select(SqlRegisteredRun.run_id).where(
+                    SqlRegisteredRun.team == team, SqlRegisteredRun.number == number
+                )
+            ).scalar_one_or_none()
 
     @staticmethod
     def _number_of(connection, run_id: str) -> int | None:
-        value = connection.execute(sa.select(SqlRegisteredRun.number).where(SqlRegisteredRun.run_id == run_id)).scalar_one_or_none()
+        value = connection.execute(
+            sa.select(SqlRegisteredRun.number).where(SqlRegisteredRun.run_id == run_id)
+        ).scalar_one_or_none()
         return int(value) if value is not None else None
 
     def _next_number(self, connection, team: str) -> int:

@@ -46,7 +46,9 @@ class TeamAdmin:
     def add(self, name: str) -> tuple[Team, str]:
         check_team_name(name)
         if self.auth.has_user(name, use_primary=True):
-            raise TeamExists(f"team {name!r} already exists", f"use `labserver team rotate-token {name}` for a new token")
+            raise TeamExists(
+                f"team {name!r} already exists", f"use `labserver team rotate-token {name}` for a new token"
+            )
         experiment_id = self._experiment_for(name)
         token = new_token()
         self.auth.create_user(name, token, is_admin=False)

@@ -19,8 +19,13 @@ MAX_ADDRESSES = 10_000
 
 
 class LoginThrottle:
-    def __init__(self, allowed: int = FAILURES_ALLOWED, window_s: float = FAILURE_WINDOW_S,
-                 max_addresses: int = MAX_ADDRESSES, clock=time.monotonic):
+    def __init__(
+        self,
+        allowed: int = FAILURES_ALLOWED,
+        window_s: float = FAILURE_WINDOW_S,
+        max_addresses: int = MAX_ADDRESSES,
+        clock=time.monotonic,
+    ):
         self.allowed = allowed
         self.window_s = window_s
         self.max_addresses = max_addresses

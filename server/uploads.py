@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import quote, urlparse
 
 from flask import jsonify, request
+
 from labserver.caller import current_team, handle_errors, is_admin
 from labserver.errors import BadRequest, LabServerError, PermissionDenied
 from labserver.permissions import artifact_write_escapes_run
@@ -74,11 +75,13 @@ def _may_update(run_id: str) -> None:
 
 def _checked_path(run_id: str, path) -> str:
     if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path:
-        raise BadRequest(f"invalid artifact path {path!r}",
-                         "give a relative path inside the run, such as model/model.safetensors")
+        raise BadRequest(
+            f"invalid artifact path {path!r}", "give a relative path inside the run, such as model/model.safetensors"
+        )
     if artifact_write_escapes_run(f"/api/2.0/mlflow-artifacts/artifacts/0/{run_id}/artifacts/{quote(path)}", "PUT"):
-        raise BadRequest("artifact uploads must stay inside one run's folder",
-                         "no empty, '.' or '..' parts in the path")
+        raise BadRequest(
+            "artifact uploads must stay inside one run's folder", "no empty, '.' or '..' parts in the path"
+        )
     return path
 
 
@@ -113,8 +116,9 @@ def create_upload():
         raise BadRequest(f"invalid run id {run_id!r}", "give the run's 32-character id")
     sized = isinstance(size, int) and size >= 0
     if not sized or not (isinstance(sha256, str) and len(sha256) == 64 and _HEX.match(sha256)):
-        raise BadRequest("size must be a whole number of bytes and sha256 64 lowercase hex digits",
-                         "send the file's own")
+        raise BadRequest(
+            "size must be a whole number of bytes and sha256 64 lowercase hex digits", "send the file's own"
+        )
     path = _checked_path(run_id, body.get("path"))
     _may_update(run_id)
     upload_id = hashlib.sha256(f"{run_id}\0{path}\0{size}\0{sha256}".encode()).hexdigest()[:32]
@@ -146,8 +150,9 @@ def upload_chunk():
         fcntl.flock(handle, fcntl.LOCK_EX)  # workers of one server share the folder
         received = os.fstat(handle.fileno()).st_size
         if offset > received:
-            raise UploadAborted(f"offset {offset} lies past the {received} bytes received",
-                                "create the upload again to resume")
+            raise UploadAborted(
+                f"offset {offset} lies past the {received} bytes received", "create the upload again to resume"
+            )
         handle.seek(offset)
         while block := request.stream.read(_COPY_BLOCK):
             if handle.tell() + len(block) > ticket["size"]:
@@ -174,8 +179,10 @@ def complete_upload():
             digest.update(block)
         if received != ticket["size"] or digest.hexdigest() != ticket["sha256"]:
             part.unlink()
-            raise UploadAborted("what arrived does not match the announced size and sha256, so it was discarded",
-                                "upload the file again")
+            raise UploadAborted(
+                "what arrived does not match the announced size and sha256, so it was discarded",
+                "upload the file again",
+            )
         _store(part, ticket["run_id"], ticket["path"])
         done.touch()
         part.unlink()

@@ -7,6 +7,7 @@ import json
 import re
 
 from flask import Flask, Response, g, jsonify, request
+
 from labserver.caller import current_team, handle_errors, is_admin, json_body
 from labserver.errors import BadRequest, LabServerError, NotFound, PermissionDenied
 from labserver.permissions import LAB_ROUTES, Decision, api_suffix
@@ -26,11 +27,12 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 @handle_errors
 def register_run():
     """Number a run of the caller's team (idempotent): the server writes its team, number and name."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.handlers import _get_tracking_store
+
     from labserver.identity import NotATeamExperiment, register
     from labserver.store import LabStore
     from labserver.tracking_uri import tracking_store_uri
-    from mlflow.exceptions import MlflowException
-    from mlflow.server.handlers import _get_tracking_store
 
     run_id = json_body().get("run_id")
     if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
@@ -47,7 +49,9 @@ def register_run():
         registered = register(store, LabStore(tracking_store_uri()), run_id)
     except NotATeamExperiment as err:
         raise BadRequest(str(err), "log runs to your team's experiment") from None
-    return jsonify({"run_id": run_id, "team": registered.team, "number": registered.number, "run_name": registered.name})
+    return jsonify(
+        {"run_id": run_id, "team": registered.team, "number": registered.number, "run_name": registered.name}
+    )
 
 
 @handle_errors
@@ -80,9 +84,10 @@ def _leaderboard_query() -> tuple[str, str, int | None]:
 
 def _leaderboard_rows(metric: str, by: str, limit: int | None) -> list[dict]:
     """The leaderboard's rows, read by an MlflowClient on the server's own store (every team reads every run)."""
+    from mlflow.tracking import MlflowClient
+
     from labserver.leaderboard import leaderboard_rows
     from labserver.tracking_uri import tracking_store_uri
-    from mlflow.tracking import MlflowClient
 
     return leaderboard_rows(MlflowClient(tracking_store_uri()), metric=metric, by=by, limit=limit)
 
@@ -123,7 +128,10 @@ def explain_refusal(response: Response) -> Response:
     if request.method in ("GET", "HEAD"):
         message = f"team {caller} may not read {request.path}"
     else:
-        message = f"team {caller} can read every team's runs but change only its own (ask the team that owns it, or the admin)"
+        message = (
+            f"team {caller} can read every team's runs but change only its own "
+            "(ask the team that owns it, or the admin)"
+        )
     response.set_data(json.dumps({"error_code": "PERMISSION_DENIED", "message": message}))
     response.mimetype = "application/json"
     return response
@@ -137,8 +145,9 @@ def _lab_route_validator() -> bool:
 def register(app: Flask) -> None:
     """Adds the lab's routes, with their decision for the lab's rules and a validator for basic-auth's
     registry, which refuses any route it has no validator for."""
-    from labserver import uploads
     from mlflow.server.auth import BEFORE_REQUEST_VALIDATORS
+
+    from labserver import uploads
 
     for path, method, view, decision in (
         (REGISTER_RUN, "POST", register_run, Decision.TEAM_OWNER),

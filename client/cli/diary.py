@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import click
+
 from labclient.errors import ConfigError, EditorFailed, LabError
 from labclient.safe_text import markup, one_line, printable
 
@@ -82,8 +83,10 @@ def list_entries(team, limit, tracking_uri):
         return
     width = max(len(one_line(item.ref)) for item in listings)
     for item in listings:
-        click.echo(f"{one_line(item.ref):<{width}}  {item.started:%Y-%m-%d %H:%M}  {item.status.lower():<8}  "
-                   f"{one_line(item.first_line)}")
+        click.echo(
+            f"{one_line(item.ref):<{width}}  {item.started:%Y-%m-%d %H:%M}  {item.status.lower():<8}  "
+            f"{one_line(item.first_line)}"
+        )
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -96,11 +99,15 @@ def edit_text(text: str, name: str) -> str:
         try:
             status = subprocess.run([*command, str(path)], check=False).returncode
         except OSError as err:
-            raise ConfigError(f"cannot start the editor {command[0]!r} ({err.strerror or err})",
-                              "set EDITOR to an installed editor, e.g. EDITOR=nano") from None
+            raise ConfigError(
+                f"cannot start the editor {command[0]!r} ({err.strerror or err})",
+                "set EDITOR to an installed editor, e.g. EDITOR=nano",
+            ) from None
         if status != 0:
-            raise EditorFailed(f"the editor exited with status {status}; nothing was saved",
-                               "save and quit the editor normally to keep your changes")
+            raise EditorFailed(
+                f"the editor exited with status {status}; nothing was saved",
+                "save and quit the editor normally to keep your changes",
+            )
         return path.read_text(encoding="utf-8")
 
 
@@ -125,7 +132,9 @@ def _edit(entry, tracking_uri) -> None:
         saved = api.write_entry(entry.ref, edited, tracking_uri=tracking_uri)
     except LabError as err:
         kept = _keep_unsaved(entry.ref, edited)
-        err.remedy = f"{err.remedy}; your edited text is kept in {kept}" if err.remedy else f"your edited text is kept in {kept}"
+        err.remedy = (
+            f"{err.remedy}; your edited text is kept in {kept}" if err.remedy else f"your edited text is kept in {kept}"
+        )
         raise
     click.echo(f"saved the entry of {saved.ref}: {saved.url}")
     _say_if_truncated(saved)
@@ -146,8 +155,10 @@ def _say_if_truncated(entry) -> None:
     if entry.truncated:
         from labclient.diary.entries import ENTRY_ARTIFACT
 
-        click.echo(f"note: the entry has {len(entry.text):,} characters and MLflow keeps at most {entry.limit:,} in a "
-                   f"description, so the UI shows its beginning; the full text is the artifact {ENTRY_ARTIFACT}")
+        click.echo(
+            f"note: the entry has {len(entry.text):,} characters and MLflow keeps at most {entry.limit:,} in a "
+            f"description, so the UI shows its beginning; the full text is the artifact {ENTRY_ARTIFACT}"
+        )
 
 
 def _render(entry) -> None:
@@ -160,8 +171,12 @@ def _render(entry) -> None:
     if entry.truncated:
         from labclient.diary.entries import ENTRY_ARTIFACT
 
-        console.print(f"(the full text, from {ENTRY_ARTIFACT}: the MLflow description shows only its first "
-                      f"{entry.limit:,} characters)", highlight=False, soft_wrap=True)
+        console.print(
+            f"(the full text, from {ENTRY_ARTIFACT}: the MLflow description shows only its first "
+            f"{entry.limit:,} characters)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if entry.text.strip():
         console.print(Markdown(printable(entry.text), hyperlinks=False))
     else:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from labclient.errors import CorruptCacheEntry
 from labclient.safe_text import one_line
 
@@ -53,7 +54,13 @@ class _DownloadBar:
                 TransferSpeedColumn,
             )
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=self.console)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=self.console,
+            )
             self.progress.start()
         if path not in self.tasks:
             self.tasks[path] = self.progress.add_task(path, total=total)
@@ -89,18 +96,26 @@ def fetch(reference, force, tracking_uri):
 
         result = _offering_refetch(
             lambda: fetch_run(reference, force=force, tracking_uri=tracking_uri, on_progress=bar),
-            lambda corrupt: fetch_run(corrupt, force=True, tracking_uri=tracking_uri, on_progress=bar))
+            lambda corrupt: fetch_run(corrupt, force=True, tracking_uri=tracking_uri, on_progress=bar),
+        )
     finally:
         bar.close()
     entry = result.entry
-    how = f"downloaded and verified in {result.seconds:.2f} s" if result.downloaded else f"already cached, verified in {result.seconds:.2f} s"
+    how = (
+        f"downloaded and verified in {result.seconds:.2f} s"
+        if result.downloaded
+        else f"already cached, verified in {result.seconds:.2f} s"
+    )
     click.echo(f"{one_line(entry.name)} ({entry.run_id}): {how}")
     for artifact_path, info in sorted(entry.files.items()):
         click.echo(f"  {one_line(artifact_path):<28} {human_bytes(info['size']):>10}  sha256 {info['sha256'][:16]}")
     meta = entry.meta
     accuracy = meta.get("metrics", {}).get("test_accuracy")
     claimed = f", claimed held-out accuracy {accuracy:.4f}" if accuracy is not None else ""
-    click.echo(f"total {human_bytes(entry.size)}, {meta.get('parameters', 0):,} parameters ({meta.get('weights_format')}){claimed}")
+    click.echo(
+        f"total {human_bytes(entry.size)}, {meta.get('parameters', 0):,} parameters "
+        f"({meta.get('weights_format')}){claimed}"
+    )
     click.echo(f"cached at {entry.path}")
     click.echo(f"compare it with your latest run: labclient compare {one_line(entry.name)}")
 
@@ -119,7 +134,10 @@ def push(file, team, arch, dataset, note, tracking_uri):
     result = push_weights(file, team, arch=arch, note=note, dataset=dataset, tracking_uri=tracking_uri)
     params = result.params
     click.echo(f"pushed {file} as {result.name}")
-    click.echo(f"  layers {params['layer_sizes']}, {params['parameters']:,} parameters, {params['dtype']}, cost {params['cost']}, for {params['dataset']}")
+    click.echo(
+        f"  layers {params['layer_sizes']}, {params['parameters']:,} parameters, {params['dtype']}, cost "
+        f"{params['cost']}, for {params['dataset']}"
+    )
     click.echo(f"  stored as safetensors ({result.weights_bytes:,} bytes) with a labspec/1 spec")
     click.echo(f"see it: {result.url}")
     click.echo(f"fetch it: labclient fetch {result.name}")
@@ -144,9 +162,15 @@ def compare(references, team, as_json, report, log_run, all_params, data_dir, tr
     if len(references) > 2:
         raise click.UsageError("compare takes at most two references")
     options = CompareOptions(
-        references=tuple(references), team=team, data_dir=data_dir, tracking_uri=tracking_uri,
-        report=report, log=log_run, all_params=all_params,
+        references=tuple(references),
+        team=team,
+        data_dir=data_dir,
+        tracking_uri=tracking_uri,
+        report=report,
+        log=log_run,
+        all_params=all_params,
     )
+
     def fetch_again_and_compare(corrupt: str):
         from labclient.exchange.fetch import fetch as fetch_run
 
@@ -170,9 +194,9 @@ def cache():
 @cache.command("ls")
 def cache_ls():
     """List cached runs, their size and where they live."""
+    from labclient.config import get_settings
     from labclient.exchange.cache import ModelCache
     from labserver.units import human_bytes
-    from labclient.config import get_settings
 
     store = ModelCache.from_settings(get_settings())
     entries = store.entries()
@@ -182,8 +206,13 @@ def cache_ls():
     last = store.last_fetched()
     for entry in entries:
         marker = "*" if entry.run_id == last else " "
-        click.echo(f"{marker} {one_line(entry.name):<24} {entry.run_id}  {human_bytes(entry.size):>10}  {entry.meta.get('fetched_at', '?')}  {entry.path}")
-    click.echo(f"{len(entries)} run(s), {human_bytes(sum(e.size for e in entries))} in {store.root}  (* = last fetched)")
+        click.echo(
+            f"{marker} {one_line(entry.name):<24} {entry.run_id}  {human_bytes(entry.size):>10}  "
+            f"{entry.meta.get('fetched_at', '?')}  {entry.path}"
+        )
+    click.echo(
+        f"{len(entries)} run(s), {human_bytes(sum(e.size for e in entries))} in {store.root}  (* = last fetched)"
+    )
 
 
 @cache.command("rm")
@@ -191,8 +220,8 @@ def cache_ls():
 @click.option("--all", "remove_all", is_flag=True, help="Empty the whole model cache.")
 def cache_rm(references, remove_all):
     """Remove cached runs (TEAM/run-N or run id) and the blobs no other run uses."""
-    from labserver.units import human_bytes
     from labclient.exchange.fetch import uncache
+    from labserver.units import human_bytes
 
     removed, freed = uncache(tuple(references), remove_all=remove_all)
     click.echo(f"removed {removed} run(s), freed {human_bytes(freed)}")

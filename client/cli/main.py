@@ -10,6 +10,7 @@ import errno
 import sys
 
 import click
+
 from labclient.errors import DiskFull
 from labclient.safe_text import one_line
 from labserver.cli_errors import OneLineErrors

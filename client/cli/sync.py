@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from labclient.safe_text import one_line
 
 
@@ -13,7 +14,9 @@ def _size(size: int) -> str:
 
 
 @click.command()
-@click.option("--tracking-uri", help="Send every pending run here instead of where each was headed when it was trained.")
+@click.option(
+    "--tracking-uri", help="Send every pending run here instead of where each was headed when it was trained."
+)
 def sync(tracking_uri):
     """Publish every pending run (trained --offline, or while the server was down), weights included."""
     from labclient.errors import TrackingError
@@ -32,16 +35,23 @@ def sync(tracking_uri):
             continue
         sent += 1
         status = f"ended {result.status}" + (" (its training process had died)" if result.recovered else "")
-        click.echo(f"{result.local_name} -> {result.name}: sent {result.events} events and {result.files} files "
-                   f"({_size(result.file_bytes)}), {status}")
+        click.echo(
+            f"{result.local_name} -> {result.name}: sent {result.events} events and {result.files} files "
+            f"({_size(result.file_bytes)}), {status}"
+        )
         for warning in result.warnings:
             click.echo(f"  warning: {one_line(warning)}")
     if not (sent or causes):
-        click.echo("nothing sent by this sync: every pending run is held by another process" if skipped else
-                   "nothing to sync: no pending runs")
+        click.echo(
+            "nothing sent by this sync: every pending run is held by another process"
+            if skipped
+            else "nothing to sync: no pending runs"
+        )
     elif causes:
-        raise TrackingError(f"{len(causes)} run(s) or journal folder(s) not sent ({sent} sent)",
-                            "nothing is lost: they stay in the journal; " + _remedies(causes))
+        raise TrackingError(
+            f"{len(causes)} run(s) or journal folder(s) not sent ({sent} sent)",
+            "nothing is lost: they stay in the journal; " + _remedies(causes),
+        )
     else:
         click.echo(f"synced {sent} run(s)")
 
@@ -72,13 +82,18 @@ def status():
     for folder in unreadable:
         click.echo(f"cannot read the journal folder {folder.one_line()}")
     if not runs:
-        click.echo(f"no pending runs (journal: {settings.journal_dir})" if not unreadable else
-                   f"no other pending runs (journal: {settings.journal_dir})")
+        click.echo(
+            f"no pending runs (journal: {settings.journal_dir})"
+            if not unreadable
+            else f"no other pending runs (journal: {settings.journal_dir})"
+        )
         return
     click.echo(f"{len(runs)} pending run(s) in {settings.journal_dir}:")
     for run in runs:
         name = f" = {run.name}" if run.name else ""
         damaged = f" ({run.damaged} damaged lines cannot be sent)" if run.damaged else ""
-        click.echo(f"  {run.local_name}{name}  {run.state}, started {run.started:%Y-%m-%d %H:%M:%S}, "
-                   f"{run.events} events{damaged} and {run.files} files ({_size(run.file_bytes)}) to send to {run.uri}")
+        click.echo(
+            f"  {run.local_name}{name}  {run.state}, started {run.started:%Y-%m-%d %H:%M:%S}, "
+            f"{run.events} events{damaged} and {run.files} files ({_size(run.file_bytes)}) to send to {run.uri}"
+        )
     click.echo("`labclient sync` sends them.")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from labclient.compare import evaluate as ev
 from labclient.compare import stats
 from labclient.compare.models import (
@@ -119,7 +120,10 @@ def compare_loaded(a: Side, b: Side, dataset) -> Comparison:
             "mcnemar_p": agreed.mcnemar_p,
             "significant": agreed.mcnemar_p < stats.SIGNIFICANCE,
         },
-        "generalisation": {side.key: _generalisation(on_train[side.key], evaluation, len(train_y)) for side, evaluation in ((a, eval_a), (b, eval_b))},
+        "generalisation": {
+            side.key: _generalisation(on_train[side.key], evaluation, len(train_y))
+            for side, evaluation in ((a, eval_a), (b, eval_b))
+        },
         "weights": weight_diff(a, b),
         "representations": _representations(a, b, dataset.test_x[:probe]),
         "compute": {side.key: _compute(side, dataset.test_x[: min(LATENCY_BATCH, rows[side.key])]) for side in (a, b)},
@@ -189,7 +193,10 @@ def _measured(side: Side, evaluation: Evaluation, fingerprint: str) -> dict[str,
 
 
 def _generalisation(on_train: Evaluation, held_out: Evaluation, train_samples: int) -> dict[str, Any]:
-    overfitting = held_out.cost > OVERFIT_COST_RATIO * on_train.cost and held_out.accuracy < on_train.accuracy - OVERFIT_ACCURACY_GAP
+    overfitting = (
+        held_out.cost > OVERFIT_COST_RATIO * on_train.cost
+        and held_out.accuracy < on_train.accuracy - OVERFIT_ACCURACY_GAP
+    )
     return {
         "train_samples": train_samples,
         "train_cost": on_train.cost,
@@ -209,16 +216,23 @@ def weight_diff(a: Side, b: Side) -> dict[str, Any]:
         ta, tb = state_a.get(name), state_b.get(name)
         row = {
             "name": name,
-            "shape_a": list(ta.shape) if ta is not None else None, "shape_b": list(tb.shape) if tb is not None else None,
-            "parameters_a": int(ta.size) if ta is not None else None, "parameters_b": int(tb.size) if tb is not None else None,
-            "dtype_a": str(ta.dtype) if ta is not None else None, "dtype_b": str(tb.dtype) if tb is not None else None,
+            "shape_a": list(ta.shape) if ta is not None else None,
+            "shape_b": list(tb.shape) if tb is not None else None,
+            "parameters_a": int(ta.size) if ta is not None else None,
+            "parameters_b": int(tb.size) if tb is not None else None,
+            "dtype_a": str(ta.dtype) if ta is not None else None,
+            "dtype_b": str(tb.dtype) if tb is not None else None,
             "match": ta is not None and tb is not None and ta.shape == tb.shape,
-            "l2_distance": None, "relative_difference": None, "cosine_similarity": None,
+            "l2_distance": None,
+            "relative_difference": None,
+            "cosine_similarity": None,
         }
         if row["match"]:
             row.update(stats.tensor_diff(ta, tb))
         layers.append(row)
-    same_layers = [layer.get("type") for layer in a.model.spec["layers"]] == [layer.get("type") for layer in b.model.spec["layers"]]
+    same_layers = [layer.get("type") for layer in a.model.spec["layers"]] == [
+        layer.get("type") for layer in b.model.spec["layers"]
+    ]
     return {
         "same_architecture": bool(same_layers and all(row["match"] for row in layers)),
         "layer_types_a": [layer.get("type") for layer in a.model.spec["layers"]],
@@ -228,7 +242,10 @@ def weight_diff(a: Side, b: Side) -> dict[str, Any]:
         "only_in_a": [name for name in state_a if name not in state_b],
         "only_in_b": [name for name in state_b if name not in state_a],
         "shape_mismatch": [row["name"] for row in layers if row["shape_a"] and row["shape_b"] and not row["match"]],
-        "norms": {"a": {n: stats.norm_stats(t) for n, t in state_a.items()}, "b": {n: stats.norm_stats(t) for n, t in state_b.items()}},
+        "norms": {
+            "a": {n: stats.norm_stats(t) for n, t in state_a.items()},
+            "b": {n: stats.norm_stats(t) for n, t in state_b.items()},
+        },
     }
 
 
@@ -237,8 +254,16 @@ def _representations(a: Side, b: Side, probe: np.ndarray) -> dict[str, Any]:
     reps_b = ev.representations(b.model.module, b.model.spec, probe)
     matrix = ev.cka_matrix(reps_a, reps_b)
     names_a, names_b = list(reps_a), list(reps_b)
-    best = [{"a": name, "b": names_b[int(np.argmax(row))], "cka": float(max(row))} for name, row in zip(names_a, matrix)]
-    return {"probe_samples": int(len(probe)), "layers_a": names_a, "layers_b": names_b, "cka": matrix, "best_match": best}
+    best = [
+        {"a": name, "b": names_b[int(np.argmax(row))], "cka": float(max(row))} for name, row in zip(names_a, matrix)
+    ]
+    return {
+        "probe_samples": int(len(probe)),
+        "layers_a": names_a,
+        "layers_b": names_b,
+        "cka": matrix,
+        "best_match": best,
+    }
 
 
 def _compute(side: Side, batch: np.ndarray) -> dict[str, Any]:
@@ -265,14 +290,23 @@ def _summary(data: dict, name_a: str, name_b: str) -> list[str]:
     better = name_a if acc_a > acc_b else name_b
     verdict = "a significant difference" if evaluation["significant"] else "not a significant difference"
     lines = [
-        f"held-out accuracy on {evaluation['samples']} {evaluation['dataset']} samples: {name_a} {acc_a:.4f}, {name_b} {acc_b:.4f}"
-        + (f"; {better} is ahead, {verdict} (McNemar p = {evaluation['mcnemar_p']:.3g})" if acc_a != acc_b else " (equal)"),
-        f"the models agree on {evaluation['agreement']:.1%} of the samples ({evaluation['disagreements']} disagreements)",
+        f"held-out accuracy on {evaluation['samples']} {evaluation['dataset']} samples: {name_a} {acc_a:.4f}, {name_b} "
+        f"{acc_b:.4f}"
+        + (
+            f"; {better} is ahead, {verdict} (McNemar p = {evaluation['mcnemar_p']:.3g})"
+            if acc_a != acc_b
+            else " (equal)"
+        ),
+        f"the models agree on {evaluation['agreement']:.1%} of the samples ({evaluation['disagreements']} "
+        "disagreements)",
     ]
     for key, name in (("a", name_a), ("b", name_b)):
         measured = evaluation[key]
         if measured["claim_flagged"]:
-            lines.append(f"{name} claims {measured['claimed_accuracy']:.4f} but measures {measured['accuracy']:.4f} on the same data")
+            lines.append(
+                f"{name} claims {measured['claimed_accuracy']:.4f} but measures {measured['accuracy']:.4f} on the same "
+                "data"
+            )
         if data["generalisation"][key]["overfitting"]:
             lines.append(f"{name} looks overfitted: held-out cost well above its training cost")
     return lines

@@ -7,6 +7,7 @@ import statistics
 import time
 
 import numpy as np
+
 from labclient.compare import stats
 from labclient.models.evaluation import input_dtype
 
@@ -23,6 +24,7 @@ def cost_function(name: str):
     import torch.nn.functional as F
 
     if name == "binary_cross_entropy":
+
         def binary(outputs, targets):
             one_hot = F.one_hot(targets, outputs.shape[1]).to(outputs.dtype)
             clipped = outputs.clamp(1e-12, 1 - 1e-12)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from labclient.training.plots import _pyplot
 
 GRID_IMAGES = 24
@@ -17,9 +18,19 @@ def render_all(comparison, folder: Path) -> dict[str, str | None]:
     names = (comparison.a.name, comparison.b.name)
     data, extras = comparison.data, comparison.extras
     return {
-        "cost_curves": _save(plt, cost_curves(plt, comparison.a.meta.get("history", {}), comparison.b.meta.get("history", {}), names), folder / "cost_curves.png"),
-        "confusion": _save(plt, confusion(plt, data["evaluation"]["a"]["confusion"], data["evaluation"]["b"]["confusion"], names), folder / "confusion.png"),
-        "disagreements": _save(plt, disagreements(plt, extras["dataset"], extras["predictions"], names), folder / "disagreements.png"),
+        "cost_curves": _save(
+            plt,
+            cost_curves(plt, comparison.a.meta.get("history", {}), comparison.b.meta.get("history", {}), names),
+            folder / "cost_curves.png",
+        ),
+        "confusion": _save(
+            plt,
+            confusion(plt, data["evaluation"]["a"]["confusion"], data["evaluation"]["b"]["confusion"], names),
+            folder / "confusion.png",
+        ),
+        "disagreements": _save(
+            plt, disagreements(plt, extras["dataset"], extras["predictions"], names), folder / "disagreements.png"
+        ),
         "cka": _save(plt, cka(plt, data["representations"], names), folder / "cka.png"),
     }
 
@@ -42,11 +53,23 @@ def cost_curves(plt, history_a: dict, history_b: dict, names):
         steps = history.get("step_train_cost", [])
         if steps:
             last_step = max(step for step, _ in steps) + 1
-            ax.plot([(step + 1) * epochs / last_step for step, _ in steps], [value for _, value in steps], color=colour, lw=0.5, alpha=0.3)
+            ax.plot(
+                [(step + 1) * epochs / last_step for step, _ in steps],
+                [value for _, value in steps],
+                color=colour,
+                lw=0.5,
+                alpha=0.3,
+            )
         for key, style, label in (("epoch_train_cost", "o-", "training"), ("epoch_test_cost", "s--", "held-out")):
             points = history.get(key, [])
             if points:
-                ax.plot([step for step, _ in points], [value for _, value in points], style, color=colour, label=f"{name} {label}")
+                ax.plot(
+                    [step for step, _ in points],
+                    [value for _, value in points],
+                    style,
+                    color=colour,
+                    label=f"{name} {label}",
+                )
     ax.set_xlabel("epoch")
     ax.set_ylabel("cost (each model's own cost function)")
     ax.grid(alpha=0.3)
@@ -61,7 +84,15 @@ def confusion(plt, matrix_a, matrix_b, names):
         ax.imshow(matrix, cmap="Blues")
         for (row, col), count in np.ndenumerate(matrix):
             if count:
-                ax.text(col, row, str(count), ha="center", va="center", fontsize=6, color="white" if count > matrix.max() / 2 else "black")
+                ax.text(
+                    col,
+                    row,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if count > matrix.max() / 2 else "black",
+                )
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
@@ -95,7 +126,9 @@ def cka(plt, representations: dict, names):
     fig, ax = plt.subplots(figsize=(1.8 + 0.7 * matrix.shape[1], 1.4 + 0.5 * matrix.shape[0]))
     image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
     for (row, col), value in np.ndenumerate(matrix):
-        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value < 0.6 else "black")
+        ax.text(
+            col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value < 0.6 else "black"
+        )
     ax.set_yticks(range(matrix.shape[0]), representations["layers_a"], fontsize=7)
     ax.set_xticks(range(matrix.shape[1]), representations["layers_b"], fontsize=7, rotation=30)
     ax.set_ylabel(names[0], fontsize=8)

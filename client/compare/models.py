@@ -65,7 +65,10 @@ def pick_references(references: tuple[str, ...], team: str | None, settings) -> 
         return references[0], mine
     last = ModelCache.from_settings(settings).last_fetched()
     if last is None:
-        raise NotCached("nothing has been fetched yet, so there is no model to compare with yours", "run `labclient fetch TEAM/run-N` first, or name two runs")
+        raise NotCached(
+            "nothing has been fetched yet, so there is no model to compare with yours",
+            "run `labclient fetch TEAM/run-N` first, or name two runs",
+        )
     return last, mine
 
 
@@ -89,11 +92,15 @@ def check_compatible(a: Side, b: Side) -> str:
             "compare models trained on the same dataset",
         )
     if a.dataset and b.dataset and a.dataset != b.dataset:
-        raise IncompatibleModels(f"{a.name} was trained on {a.dataset} but {b.name} on {b.dataset}", "compare models trained on the same dataset")
+        raise IncompatibleModels(
+            f"{a.name} was trained on {a.dataset} but {b.name} on {b.dataset}",
+            "compare models trained on the same dataset",
+        )
     dataset = a.dataset or b.dataset
     if dataset is None:
         raise IncompatibleModels(
-            f"neither {a.name} nor {b.name} records its dataset", "push the weights again with --dataset mnist (or digits)"
+            f"neither {a.name} nor {b.name} records its dataset",
+            "push the weights again with --dataset mnist (or digits)",
         )
     return dataset
 
@@ -104,7 +111,8 @@ def load_data(name: str, shape: tuple[int, ...], num_classes: int | None, data_d
     dataset = load_dataset(name, data_dir or settings.data_dir, settings.cache_dir, settings.mnist_mirrors)
     if tuple(dataset.input_shape) != tuple(shape) or (num_classes and dataset.num_classes != num_classes):
         raise IncompatibleModels(
-            f"the {name} data has inputs {_text(dataset.input_shape)} and {dataset.num_classes} classes, the models expect {_text(shape)} and {num_classes}",
+            f"the {name} data has inputs {_text(dataset.input_shape)} and {dataset.num_classes} classes, the models "
+            f"expect {_text(shape)} and {num_classes}",
             "pass the data directory the models were trained on with --data-dir",
         )
     return dataset

@@ -13,19 +13,37 @@ from labserver.tags import COMPARE_A_TAG, COMPARE_B_TAG, DATASET_TAG, KIND_TAG
 
 
 def log_comparison(comparison, options, settings) -> dict[str, str]:
-    from labclient.tracking.run import create_run
     from labclient.store.target import validate_team
+    from labclient.tracking.run import create_run
 
     data = comparison.data
     models, evaluation = data["models"], data["evaluation"]
     team = validate_team(options.team or settings.team)
-    tags = {KIND_TAG: "compare", COMPARE_A_TAG: models["a"]["run_id"], COMPARE_B_TAG: models["b"]["run_id"], DATASET_TAG: evaluation["dataset"]}
+    tags = {
+        KIND_TAG: "compare",
+        COMPARE_A_TAG: models["a"]["run_id"],
+        COMPARE_B_TAG: models["b"]["run_id"],
+        DATASET_TAG: evaluation["dataset"],
+    }
     with create_run(team, settings=settings, tracking_uri=options.tracking_uri, tags=tags) as run:
-        run.log_params({"compare_a": models["a"]["name"], "compare_b": models["b"]["name"], "dataset": evaluation["dataset"], "samples": evaluation["samples"]})
-        run.log_metrics({
-            "accuracy_a": evaluation["a"]["accuracy"], "accuracy_b": evaluation["b"]["accuracy"], "agreement": evaluation["agreement"],
-            "mcnemar_p": evaluation["mcnemar_p"], "cost_a": evaluation["a"]["cost"], "cost_b": evaluation["b"]["cost"],
-        })
+        run.log_params(
+            {
+                "compare_a": models["a"]["name"],
+                "compare_b": models["b"]["name"],
+                "dataset": evaluation["dataset"],
+                "samples": evaluation["samples"],
+            }
+        )
+        run.log_metrics(
+            {
+                "accuracy_a": evaluation["a"]["accuracy"],
+                "accuracy_b": evaluation["b"]["accuracy"],
+                "agreement": evaluation["agreement"],
+                "mcnemar_p": evaluation["mcnemar_p"],
+                "cost_a": evaluation["a"]["cost"],
+                "cost_b": evaluation["b"]["cost"],
+            }
+        )
         data["logged_run"] = {"name": run.name, "run_id": run.id, "url": run.url}
         folder = run.workdir / "comparison"
         folder.mkdir()
@@ -53,5 +71,8 @@ def _note(data: dict) -> str:
     models = data["models"]
     lines = [f"### Comparison: {models['a']['name']} vs {models['b']['name']}", ""]
     lines += [f"- {line}" for line in data["summary"]]
-    lines += ["", "Full report: `comparison/report.md`; figures and `comparison/compare.json` are in this run's artifacts."]
+    lines += [
+        "",
+        "Full report: `comparison/report.md`; figures and `comparison/compare.json` are in this run's artifacts.",
+    ]
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 def cka_matrix(reps_a: list[np.ndarray], reps_b: list[np.ndarray]) -> list[list[float]]:
     """Linear CKA of every representation in reps_a with every one in reps_b; each Gram matrix once."""
     grams_a, grams_b = [_unit_gram(x) for x in reps_a], [_unit_gram(y) for y in reps_b]
-    return [[float(np.sum(k * l)) if k is not None and l is not None else 0.0 for l in grams_b] for k in grams_a]
+    return [[float(np.sum(ka * kb)) if ka is not None and kb is not None else 0.0 for kb in grams_b] for ka in grams_a]
 
 
 def _unit_gram(features: np.ndarray) -> np.ndarray | None:
@@ -94,4 +94,9 @@ def norm_stats(tensor: np.ndarray) -> dict[str, float]:
     values = np.asarray(tensor, dtype=np.float64).ravel()
     if not values.size:
         return {"l2": 0.0, "mean": 0.0, "std": 0.0, "max_abs": 0.0}
-    return {"l2": float(np.linalg.norm(values)), "mean": float(values.mean()), "std": float(values.std()), "max_abs": float(np.abs(values).max())}
+    return {
+        "l2": float(np.linalg.norm(values)),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "max_abs": float(np.abs(values).max()),
+    }

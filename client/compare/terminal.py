@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from labclient.compare.document import sections
-from labclient.safe_text import markup
 from rich.console import Console
 from rich.table import Table
+
+from labclient.compare.document import sections
+from labclient.safe_text import markup
 
 SPARK = "▁▂▃▄▅▆▇█"
 

@@ -14,16 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow.utils.validation import MAX_EXPERIMENT_TAG_VAL_LENGTH
+
+from labclient.config import get_settings
+from labclient.errors import ConfigError, EntryTooLong, InvalidReference, RunNotFound
 from labclient.store.client import open_client
 from labclient.store.failures import mlflow_failures
 from labclient.store.target import TEAM_PATTERN, Target, resolve_target, validate_team
-from labclient.config import get_settings
+from labclient.tracking.description import (
+    _POINTER_RULE,
+    _TRUNCATION_MARK,
+    ENTRY_ARTIFACT,
+    RUN_LIMIT,
+    store_run_entry,
+)  # noqa: F401
 from labclient.tracking.draft import artifact_link, describe_architecture, draft_entry  # noqa: F401  (the draft API)
-from labclient.errors import ConfigError, EntryTooLong, InvalidReference, RunNotFound
-from labclient.tracking.description import _POINTER_RULE, _TRUNCATION_MARK, ENTRY_ARTIFACT, RUN_LIMIT, shortened, store_run_entry  # noqa: F401
-from labserver.tags import DESCRIPTION_TAG
 from labserver.names import is_valid_team
-from mlflow.utils.validation import MAX_EXPERIMENT_TAG_VAL_LENGTH
+from labserver.tags import DESCRIPTION_TAG
 
 TEAM_LIMIT = MAX_EXPERIMENT_TAG_VAL_LENGTH  # 20,000 characters in MLflow 3.17
 
@@ -109,7 +116,9 @@ def list_entries(team: str | None = None, *, limit: int = 50, tracking_uri: str 
             teams = {experiment.experiment_id: experiment.name}
         else:
             teams = {e.experiment_id: e.name for e in client.search_experiments() if is_valid_team(e.name)}
-        runs = client.search_runs(list(teams), order_by=["attributes.start_time DESC"], max_results=limit) if teams else []
+        runs = (
+            client.search_runs(list(teams), order_by=["attributes.start_time DESC"], max_results=limit) if teams else []
+        )
     listings = [_listing(run, teams) for run in runs]
     return sorted(listings, key=lambda item: (item.started, item.number), reverse=True)
 
@@ -163,7 +172,9 @@ def _names_a_run(ref: str) -> bool:
 def _team_experiment(client, target: Target, team: str):
     experiment = client.get_experiment_by_name(team)
     if experiment is None:
-        raise RunNotFound(f"no team {team!r} on {target.uri}", "check the spelling; `labclient leaderboard` shows the teams with runs")
+        raise RunNotFound(
+            f"no team {team!r} on {target.uri}", "check the spelling; `labclient leaderboard` shows the teams with runs"
+        )
     return experiment
 
 
@@ -191,7 +202,8 @@ def _write(place: _Place, text: str) -> Entry:
 def _check_team_length(place: _Place, text: str) -> None:
     if len(text) > TEAM_LIMIT:
         raise EntryTooLong(
-            f"the team diary of {place.team} has {len(text):,} characters but MLflow keeps at most {TEAM_LIMIT:,} in an "
+            f"the team diary of {place.team} has {len(text):,} characters but MLflow keeps at most {TEAM_LIMIT:,} in "
+            "an "
             "experiment description; nothing was saved",
             "shorten it, or move details into a run's entry (run entries of any length are kept as diary/entry.md)",
         )

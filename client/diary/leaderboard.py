@@ -8,8 +8,9 @@ from labclient.store.client import open_client
 from labclient.store.target import resolve_target
 
 
-def leaderboard(*, metric: str | None = None, by: str = "team", limit: int | None = None,
-                tracking_uri: str | None = None) -> list[dict]:
+def leaderboard(
+    *, metric: str | None = None, by: str = "team", limit: int | None = None, tracking_uri: str | None = None
+) -> list[dict]:
     """Each team's best finished run with weights (`by="team"`), or the best runs (`by="run"`), ranked by `metric`.
 
     The rows are the ones labserver's page shows (labserver/leaderboard.py), read through an MlflowClient, so the

@@ -27,14 +27,14 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from labclient.errors import CorruptCacheEntry, IntegrityError, NotCached, UnsafeCachePath
-from labclient.files import atomic_write
-from labclient.files import sha256_file
+from labclient.files import atomic_write, sha256_file
 from labserver.names import is_valid_team
 
 CACHE_FORMAT = "labcache/1"
@@ -89,7 +89,7 @@ class ModelCache:
         self.root = Path(root)
 
     @classmethod
-    def from_settings(cls, settings) -> "ModelCache":
+    def from_settings(cls, settings) -> ModelCache:
         return cls(Path(settings.cache_dir).expanduser() / "models")
 
     # --- locations -------------------------------------------------------------------------------
@@ -98,12 +98,18 @@ class ModelCache:
 
     def snapshot(self, run_id: str) -> Path:
         if not RUN_ID.fullmatch(str(run_id)):
-            raise UnsafeCachePath(f"refusing to cache a run under the id {str(run_id)[:40]!r}", "report this to the server admin")
+            raise UnsafeCachePath(
+                f"refusing to cache a run under the id {str(run_id)[:40]!r}", "report this to the server admin"
+            )
         return self.root / "snapshots" / run_id
 
     def ref(self, store: str, team: str, number: int) -> Path:
-        if not (re.fullmatch(r"[0-9a-f]{16}", store) and is_valid_team(team) and isinstance(number, int) and number > 0):
-            raise UnsafeCachePath(f"refusing to write a cache ref for {team!r}/{number!r}", "report this to the server admin")
+        if not (
+            re.fullmatch(r"[0-9a-f]{16}", store) and is_valid_team(team) and isinstance(number, int) and number > 0
+        ):
+            raise UnsafeCachePath(
+                f"refusing to write a cache ref for {team!r}/{number!r}", "report this to the server admin"
+            )
         return self.root / "refs" / store / team / f"run-{number}"
 
     # --- locks and temporary files -----------------------------------------------------------------
@@ -159,11 +165,17 @@ class ModelCache:
             return None
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
-            if meta.get("format") != CACHE_FORMAT or meta.get("run_id") != run_id or meta.get("weights") not in meta.get("files", {}):
+            if (
+                meta.get("format") != CACHE_FORMAT
+                or meta.get("run_id") != run_id
+                or meta.get("weights") not in meta.get("files", {})
+            ):
                 raise ValueError("unexpected content")
         except (OSError, ValueError) as err:
             raise CorruptCacheEntry(
-                f"the cached metadata of run {run_id} is unreadable ({err})", f"run `labclient fetch {run_id} --force`", run_id
+                f"the cached metadata of run {run_id} is unreadable ({err})",
+                f"run `labclient fetch {run_id} --force`",
+                run_id,
             ) from None
         return CacheEntry(run_id, path.parent, meta)
 
@@ -209,13 +221,19 @@ class ModelCache:
         if actual != expected:
             path.unlink(missing_ok=True)
             raise IntegrityError(
-                f"{label} fails its integrity check: sha256 {actual[:16]}... is not the {expected[:16]}... recorded at upload",
+                f"{label} fails its integrity check: sha256 {actual[:16]}... is not the {expected[:16]}... recorded "
+                "at upload",
                 "the stored file was altered or damaged; ask its team to upload it again",
             )
         return VerifiedFile(path, actual, path.stat().st_size)
 
-    def commit(self, run_id: str, downloads: dict[str, VerifiedFile], meta: dict[str, Any],
-               ref: tuple[str, str, int] | None = None) -> CacheEntry:
+    def commit(
+        self,
+        run_id: str,
+        downloads: dict[str, VerifiedFile],
+        meta: dict[str, Any],
+        ref: tuple[str, str, int] | None = None,
+    ) -> CacheEntry:
         """Move verified downloads into blobs/, link them into the snapshot, then write run.json and, when the
         user resolved a numbered reference, its ref (store, team, number)."""
         files = {artifact_path: {"sha256": item.sha256, "size": item.size} for artifact_path, item in downloads.items()}
@@ -228,7 +246,9 @@ class ModelCache:
                 os.replace(item.path, blob)
                 self._link(blob, snapshot / artifact_path)
             meta = {**meta, "format": CACHE_FORMAT, "run_id": run_id, "files": files}
-            atomic_write(snapshot / RUN_FILE, json.dumps(meta, indent=1, sort_keys=True, default=str), make_parents=True)
+            atomic_write(
+                snapshot / RUN_FILE, json.dumps(meta, indent=1, sort_keys=True, default=str), make_parents=True
+            )
             if ref_path is not None:
                 atomic_write(ref_path, run_id, make_parents=True)
         return CacheEntry(run_id, snapshot, meta)

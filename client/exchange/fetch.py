@@ -11,13 +11,12 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from labclient.store import refs
-from labclient.exchange.cache import CacheEntry, ModelCache, store_key
 from labclient.config import Settings, get_settings
 from labclient.errors import (
     ArchitectureError,
@@ -26,6 +25,8 @@ from labclient.errors import (
     NoWeights,
     TrackingError,
 )
+from labclient.exchange.cache import CacheEntry, ModelCache, store_key
+from labclient.store import refs
 from labserver.tags import WEIGHTS_BYTES_TAG
 
 Progress = Callable[[str, int, int], None]  # (artifact path, bytes so far, total bytes)
@@ -73,7 +74,11 @@ class LoadedModel:
 
 # --- fetch ---------------------------------------------------------------------------------------
 def fetch(
-    reference: str, *, force: bool = False, tracking_uri: str | None = None, settings: Settings | None = None,
+    reference: str,
+    *,
+    force: bool = False,
+    tracking_uri: str | None = None,
+    settings: Settings | None = None,
     on_progress: Progress | None = None,
 ) -> FetchResult:
     """Fetch a run's weights, spec, config and metadata into the cache, verified; a cached copy is re-used."""
@@ -129,8 +134,10 @@ def _ref_to_write(reference: str, team: str | None, number: int | None, store: s
     if parsed.selector != "number":
         return None
     if (team, number) != (parsed.team, parsed.number):
-        raise IntegrityError(f"the store answered {reference} with a run it does not record as {reference}",
-                             "report this to the server admin")
+        raise IntegrityError(
+            f"the store answered {reference} with a run it does not record as {reference}",
+            "report this to the server admin",
+        )
     return store, team, number
 
 
@@ -141,8 +148,15 @@ class _Plan:
     sizes: dict[str, int]
 
 
-def _download(client, cache: ModelCache, run, identity: tuple, tracking_uri: str, on_progress: Progress | None,
-              ref: tuple[str, str, int] | None) -> CacheEntry:
+def _download(
+    client,
+    cache: ModelCache,
+    run,
+    identity: tuple,
+    tracking_uri: str,
+    on_progress: Progress | None,
+    ref: tuple[str, str, int] | None,
+) -> CacheEntry:
     from labclient.models.fitting import fit_tensors
     from labclient.models.loading import inspect_weights
 
@@ -151,7 +165,9 @@ def _download(client, cache: ModelCache, run, identity: tuple, tracking_uri: str
         plan = _plan(client, run, scratch, name)
         verified = {}
         for artifact_path, expected in plan.expected.items():
-            local = _download_file(client, run.info.run_id, artifact_path, scratch / "files", plan.sizes.get(artifact_path, 0), on_progress)
+            local = _download_file(
+                client, run.info.run_id, artifact_path, scratch / "files", plan.sizes.get(artifact_path, 0), on_progress
+            )
             verified[artifact_path] = cache.verify_download(local, expected, f"{name}: {artifact_path}")
         weights = inspect_weights(verified[plan.weights].path)  # hostile or broken files stop here, outside the cache
         spec_file = verified.get("model/spec.json")
@@ -165,19 +181,32 @@ def _download(client, cache: ModelCache, run, identity: tuple, tracking_uri: str
 def _plan(client, run, scratch: Path, name: str) -> _Plan:
     manifest = _manifest(client, run.info.run_id, scratch)
     tagged = run.data.tags.get(refs.WEIGHTS_TAG)
-    weights = WEIGHTS_ARTIFACT if tagged else next((path for path in manifest if path.lower().endswith(_weight_suffixes())), None)
+    weights = (
+        WEIGHTS_ARTIFACT
+        if tagged
+        else next((path for path in manifest if path.lower().endswith(_weight_suffixes())), None)
+    )
     if weights is None:
         others = _other_runs_with_weights(client, run)
-        raise NoWeights(f"{name} has no weights (a comparison, or a run that ended before saving them)", others or "pick a run made by `labclient train` or `labclient push`")
+        raise NoWeights(
+            f"{name} has no weights (a comparison, or a run that ended before saving them)",
+            others or "pick a run made by `labclient train` or `labclient push`",
+        )
     recorded = manifest.get(weights, {}).get("sha256")
     if tagged and recorded and recorded != tagged:
-        raise IntegrityError(f"{name}: manifest.json and the run's tag record different sha256 for {weights}", "the stored run was altered; ask its team to upload it again")
+        raise IntegrityError(
+            f"{name}: manifest.json and the run's tag record different sha256 for {weights}",
+            "the stored run was altered; ask its team to upload it again",
+        )
     expected = {weights: tagged or recorded}
     expected.update({path: manifest[path].get("sha256") for path in SIDE_FILES if path in manifest})
     for path, sha in expected.items():
         _check_artifact_path(path)
         if not isinstance(sha, str) or not _SHA256.match(sha):
-            raise IntegrityError(f"{name}: no valid sha256 is recorded for {path}", "only runs logged by labclient can be verified; upload the weights with `labclient push`")
+            raise IntegrityError(
+                f"{name}: no valid sha256 is recorded for {path}",
+                "only runs logged by labclient can be verified; upload the weights with `labclient push`",
+            )
     sizes = {path: int(info.get("size", 0)) for path, info in manifest.items() if isinstance(info, dict)}
     sizes.setdefault(weights, int(run.data.tags.get(WEIGHTS_BYTES_TAG, 0) or 0))
     return _Plan(weights, expected, sizes)
@@ -200,14 +229,18 @@ def _manifest(client, run_id: str, scratch: Path) -> dict[str, dict]:
     except MlflowException:
         return {}
     except (OSError, ValueError, AttributeError):
-        raise IntegrityError(f"the manifest.json of run {run_id} is unreadable", "ask its team to upload the run again") from None
+        raise IntegrityError(
+            f"the manifest.json of run {run_id} is unreadable", "ask its team to upload the run again"
+        ) from None
     return files if isinstance(files, dict) else {}
 
 
 def _check_artifact_path(path: str) -> None:
     parts = path.split("/")
     if path.startswith(("/", "\\")) or ".." in parts or "" in parts or "\\" in path:
-        raise IntegrityError(f"refusing artifact path {path!r}: it points outside the run", "ask its team to upload the run again")
+        raise IntegrityError(
+            f"refusing artifact path {path!r}: it points outside the run", "ask its team to upload the run again"
+        )
 
 
 def _other_runs_with_weights(client, run) -> str | None:
@@ -218,7 +251,9 @@ def _other_runs_with_weights(client, run) -> str | None:
     return f"runs of {team} with weights: {', '.join(names)}" if names else None
 
 
-def _download_file(client, run_id: str, artifact_path: str, folder: Path, size: int, on_progress: Progress | None) -> Path:
+def _download_file(
+    client, run_id: str, artifact_path: str, folder: Path, size: int, on_progress: Progress | None
+) -> Path:
     from mlflow.exceptions import MlflowException
 
     folder.mkdir(exist_ok=True)
@@ -230,7 +265,10 @@ def _download_file(client, run_id: str, artifact_path: str, folder: Path, size: 
         on_progress(artifact_path, local.stat().st_size, size)
         return local
     except (MlflowException, OSError) as err:  # OSError covers dropped connections and full disks
-        raise TrackingError(f"downloading {artifact_path} of run {run_id} failed: {' '.join(str(err).split())[:300]}", "check the server and try again") from None
+        raise TrackingError(
+            f"downloading {artifact_path} of run {run_id} failed: {' '.join(str(err).split())[:300]}",
+            "check the server and try again",
+        ) from None
 
 
 def _download_watched(client, run_id: str, artifact_path: str, folder: Path, size: int, on_progress: Progress) -> Path:
@@ -312,8 +350,13 @@ def _downsample(points: list[tuple[int, float]]) -> list[list[float]]:
     return [[block[-1][0], sum(value for _, value in block) / len(block)] for block in blocks]
 
 
-def uncache(references: tuple[str, ...] = (), *, remove_all: bool = False, tracking_uri: str | None = None,
-            settings: Settings | None = None) -> tuple[int, int]:
+def uncache(
+    references: tuple[str, ...] = (),
+    *,
+    remove_all: bool = False,
+    tracking_uri: str | None = None,
+    settings: Settings | None = None,
+) -> tuple[int, int]:
     """Remove cached runs (TEAM/run-N of the current store, or run ids), or all of them, and every blob no other
     run uses; returns (runs removed, bytes freed). Nothing is removed unless every reference is in the cache."""
     from labclient.errors import ConfigError, NotCached
@@ -342,7 +385,10 @@ def load_model(entry: CacheEntry) -> LoadedModel:
     weights = read_weights(entry.weights_path, entry.meta.get("weights_format"))
     spec = _json_file(entry, "model/spec.json") or weights.spec
     if spec is None:
-        raise ArchitectureError(f"{entry.name} has weights but no model spec", "its team can upload them again with `labclient push FILE --arch SPEC`")
+        raise ArchitectureError(
+            f"{entry.name} has weights but no model spec",
+            "its team can upload them again with `labclient push FILE --arch SPEC`",
+        )
     config = _json_file(entry, "model/config.json") or weights.config or {}
     if weights.network is not None and not config:
         config = {"trainer": "push", "config": {"cost": weights.network.cost}}

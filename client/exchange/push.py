@@ -12,6 +12,7 @@ from typing import Any
 
 from labclient.config import Settings, get_settings
 
+
 @dataclass
 class PushResult:
     name: str
@@ -22,13 +23,19 @@ class PushResult:
 
 
 def push(
-    path: str | Path, team: str | None = None, *, arch: str | None = None, note: str | None = None,
-    dataset: str | None = None, tracking_uri: str | None = None, settings: Settings | None = None,
+    path: str | Path,
+    team: str | None = None,
+    *,
+    arch: str | None = None,
+    note: str | None = None,
+    dataset: str | None = None,
+    tracking_uri: str | None = None,
+    settings: Settings | None = None,
 ) -> PushResult:
     """Upload weights trained elsewhere as a new run of `team`, converted to safetensors with a labspec/1 spec."""
     from labclient.models.convert import prepare
-    from labclient.tracking.run import create_run
     from labclient.store.target import validate_team
+    from labclient.tracking.run import create_run
 
     settings = settings or get_settings()
     team = validate_team(team or settings.team)

@@ -50,8 +50,12 @@ def measure(model, input_shape: tuple[int, ...]) -> ComputeFigures:
     counted = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     hooks = [layer.register_forward_hook(count) for layer in model.modules() if isinstance(layer, counted)]
     floating = next((p for p in model.parameters() if p.is_floating_point()), None)
-    sample = torch.zeros(1, *input_shape, dtype=floating.dtype if floating is not None else torch.float32,
-                         device=floating.device if floating is not None else "cpu")
+    sample = torch.zeros(
+        1,
+        *input_shape,
+        dtype=floating.dtype if floating is not None else torch.float32,
+        device=floating.device if floating is not None else "cpu",
+    )
     was_training = model.training
     model.eval()  # batch norm takes its running statistics, as for any single sample
     try:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labclient.models import loading
 from labclient.errors import ArchitectureError, ConfigError
+from labclient.files import sha256_file
+from labclient.models import loading
 from labclient.models.compute import measure
 from labclient.models.spec import ACTIVATIONS, SPEC_FORMAT, cost_of, layered_spec
-from labclient.files import sha256_file
 from labserver.tags import DATASET_TAG, KIND_TAG, SOURCE_FORMAT_TAG, TRAINER_TAG
 
 DATASET_BY_SHAPE = {(1, 28, 28): "mnist", (1, 8, 8): "digits"}
@@ -36,8 +36,10 @@ class Prepared:
         lines = [
             f"### {run_name}: weights uploaded with `labclient push`",
             "",
-            f"From `{params['source_file']}` ({params['source_format']}, {params['source_file_bytes']:,} bytes, {params['dtype']}),"
-            f" {params['parameters']:,} parameters, layers {params['layer_sizes']}, cost `{params['cost']}`, for `{params['dataset']}`.",
+            f"From `{params['source_file']}` ({params['source_format']}, {params['source_file_bytes']:,} bytes, "
+            f"{params['dtype']}),"
+            f" {params['parameters']:,} parameters, layers {params['layer_sizes']}, cost `{params['cost']}`, for "
+            f"`{params['dataset']}`.",
         ]
         if text:
             lines += ["", text.strip()]
@@ -86,7 +88,11 @@ def prepare(path: Path, arch: str | None, dataset: str | None) -> Prepared:
     config = {
         "trainer": "push",
         "config": {"cost": cost, **({"activation": params["activation"]} if "activation" in params else {})},
-        "dataset": {"dataset": dataset, "dataset_input_shape": params["dataset_input_shape"], "dataset_num_classes": num_classes},
+        "dataset": {
+            "dataset": dataset,
+            "dataset_input_shape": params["dataset_input_shape"],
+            "dataset_num_classes": num_classes,
+        },
         "source": {key: params[key] for key in ("source_file", "source_format", "source_sha256", "source_file_bytes")},
     }
     metrics = {
@@ -109,7 +115,9 @@ def parse_arch(arch: str) -> dict:
         try:
             return _check_spec(_json(path.read_text(encoding="utf-8"), str(path)))
         except OSError as err:
-            raise ConfigError(f"--arch file {path} cannot be read ({err.strerror or err})", "give a labspec/1 JSON file") from None
+            raise ConfigError(
+                f"--arch file {path} cannot be read ({err.strerror or err})", "give a labspec/1 JSON file"
+            ) from None
     return sizes_spec(text)
 
 
@@ -122,7 +130,9 @@ def sizes_spec(text: str) -> dict:
         sizes = []
     activation = activation.lower() or "sigmoid"
     if len(sizes) < 2 or min(sizes) < 1 or activation not in ACTIVATIONS:
-        raise ConfigError(f"--arch {text!r} is neither a spec file, JSON, nor sizes like 784-30-10", "see 'Model spec' in the README")
+        raise ConfigError(
+            f"--arch {text!r} is neither a spec file, JSON, nor sizes like 784-30-10", "see 'Model spec' in the README"
+        )
     return layered_spec(sizes, activation, "sigmoid" if activation == "sigmoid" else None)  # logits for cross-entropy
 
 
@@ -130,13 +140,18 @@ def _json(text: str, where: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{where} is not valid JSON ({err.msg} at line {err.lineno})", "see 'Model spec' in the README") from None
+        raise ConfigError(
+            f"{where} is not valid JSON ({err.msg} at line {err.lineno})", "see 'Model spec' in the README"
+        ) from None
     return value
 
 
 def _check_spec(spec: Any) -> dict:
     if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT or not spec.get("input_shape"):
-        raise ConfigError(f"--arch must be a {SPEC_FORMAT} spec with format, input_shape, num_classes and layers", "see 'Model spec' in the README")
+        raise ConfigError(
+            f"--arch must be a {SPEC_FORMAT} spec with format, input_shape, num_classes and layers",
+            "see 'Model spec' in the README",
+        )
     return spec
 
 

@@ -7,8 +7,9 @@ checked against a hand computation; torch is imported only to run a model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +28,9 @@ class Evaluation:
         return per_class_accuracy(self.confusion)
 
 
-def evaluate(model, x, y, cost_function: Callable[[Any, Any], Any], num_classes: int | None = None,
-             batch: int = EVAL_BATCH) -> Evaluation:
+def evaluate(
+    model, x, y, cost_function: Callable[[Any, Any], Any], num_classes: int | None = None, batch: int = EVAL_BATCH
+) -> Evaluation:
     """The model in eval mode over x in slices of `batch` samples, each cast to the model's dtype.
 
     x and y are tensors on the model's device, or numpy arrays for a model on the CPU (used without a copy).

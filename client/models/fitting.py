@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from labclient.errors import ArchitectureError, WeightsFormatError
 
@@ -85,8 +86,10 @@ def check_spans(file_name: str, spans: list[Span], capacity: int) -> None:
 # --- the spec against the tensors ------------------------------------------------------------------------
 def tensor_shapes(tensors: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Shapes of numpy arrays, torch tensors, or the (dtype, shape) pairs a safetensors header gives."""
-    return {name: tuple(int(dim) for dim in (value[1] if isinstance(value, tuple) else value.shape))
-            for name, value in tensors.items()}
+    return {
+        name: tuple(int(dim) for dim in (value[1] if isinstance(value, tuple) else value.shape))
+        for name, value in tensors.items()
+    }
 
 
 def fit_tensors(spec: Any, tensors: dict[str, Any]) -> dict[str, str]:
@@ -120,11 +123,16 @@ def match_names(expected: dict[str, tuple], found: dict[str, tuple]) -> dict[str
     missing = [name for name in expected if name not in found]
     unexpected = [name for name in found if name not in expected]
     shapes = [f"{n} {found[n]} vs {expected[n]}" for n in expected if n in found and found[n] != expected[n]]
-    detail = "; ".join(filter(None, [
-        f"missing {', '.join(missing[:4])}" if missing else "",
-        f"unexpected {', '.join(unexpected[:4])}" if unexpected else "",
-        f"shape mismatch {', '.join(shapes[:3])}" if shapes else "",
-    ]))
+    detail = "; ".join(
+        filter(
+            None,
+            [
+                f"missing {', '.join(missing[:4])}" if missing else "",
+                f"unexpected {', '.join(unexpected[:4])}" if unexpected else "",
+                f"shape mismatch {', '.join(shapes[:3])}" if shapes else "",
+            ],
+        )
+    )
     raise ArchitectureError(
         f"the weights do not fit the model spec ({detail})", "pass the matching architecture with --arch"
     )

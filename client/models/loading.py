@@ -23,19 +23,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labclient.models import fitting, safe_pickle
 from labclient.errors import ArchitectureError, UnsafePickle, WeightsFormatError
+from labclient.models import fitting, safe_pickle
 from labclient.models.spec import ACTIVATIONS, SpecError, build, layered_spec
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 MAX_PICKLE_BYTES = 2 * 1024**3
 MAX_TORCH_PICKLE_BYTES = 64 * 1024 * 1024
 SAFETENSORS_ITEMSIZE = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
 }
 FORMAT_NAMES = {"safetensors": "safetensors", "torch": "a PyTorch zip file", "pickle": "a pickle"}
-SUFFIX_FORMATS = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".bin": "torch", ".pkl": "pickle", ".pickle": "pickle", ".p": "pickle"}
+SUFFIX_FORMATS = {
+    ".safetensors": "safetensors",
+    ".pt": "torch",
+    ".pth": "torch",
+    ".bin": "torch",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".p": "pickle",
+}
 WEIGHT_SUFFIXES = tuple(SUFFIX_FORMATS)
 NUMPY_COSTS = {"QuadraticCost": "quadratic", "CrossEntropyCost": "binary_cross_entropy"}
 _UNSUPPORTED_GLOBAL = re.compile(r"(?:[Uu]nsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")  # torch 2.x wordings
@@ -159,7 +180,9 @@ def read_weights(path: Path, fmt: str | None = None) -> Weights:
         return Weights(fmt, tensors)
     weights = _read_pickle(path)
     # native byte order and a private copy: torch cannot wrap big-endian or read-only arrays
-    weights.tensors = {name: torch.from_numpy(value.astype(value.dtype.newbyteorder("="))) for name, value in weights.tensors.items()}
+    weights.tensors = {
+        name: torch.from_numpy(value.astype(value.dtype.newbyteorder("="))) for name, value in weights.tensors.items()
+    }
     return weights
 
 
@@ -169,10 +192,15 @@ def _safetensors_header(path: Path) -> tuple[dict, dict]:
     with open(path, "rb") as handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
-            raise WeightsFormatError(f"{path.name} is truncated: {size} bytes, not even a safetensors header", "download or export it again")
+            raise WeightsFormatError(
+                f"{path.name} is truncated: {size} bytes, not even a safetensors header", "download or export it again"
+            )
         length = struct.unpack("<Q", prefix)[0]
         if length > MAX_HEADER_BYTES or 8 + length > size:
-            raise WeightsFormatError(f"{path.name}: the safetensors header claims {length:,} bytes but the file has {size:,}", "the file is truncated or hostile; do not use it")
+            raise WeightsFormatError(
+                f"{path.name}: the safetensors header claims {length:,} bytes but the file has {size:,}",
+                "the file is truncated or hostile; do not use it",
+            )
         try:
             header = json.loads(handle.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -204,7 +232,8 @@ def _check_tensor_entry(file_name: str, name: str, info: Any, data_bytes: int) -
         count *= dim
     if not 0 <= begin <= end <= data_bytes or end - begin != count * itemsize:
         raise WeightsFormatError(
-            f"{file_name}: tensor {name!r} claims {count * itemsize:,} bytes at {begin:,}-{end:,} but the file holds {data_bytes:,} bytes of data",
+            f"{file_name}: tensor {name!r} claims {count * itemsize:,} bytes at {begin:,}-{end:,} but the file holds "
+            f"{data_bytes:,} bytes of data",
             "the file is truncated or hostile; do not use it",
         )
 
@@ -227,15 +256,20 @@ def _check_torch_zip(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, OSError) as err:
-        raise WeightsFormatError(f"{path.name} is not a readable PyTorch zip file ({err})", "the file may be truncated; export it again") from None
+        raise WeightsFormatError(
+            f"{path.name} is not a readable PyTorch zip file ({err})", "the file may be truncated; export it again"
+        ) from None
     for entry in entries:
         if entry.compress_type != zipfile.ZIP_STORED or entry.file_size != entry.compress_size:
             raise WeightsFormatError(
-                f"{path.name}: entry {entry.filename} is compressed ({entry.compress_size:,} -> {entry.file_size:,} bytes); torch.save never compresses (a zip bomb?)",
+                f"{path.name}: entry {entry.filename} is compressed ({entry.compress_size:,} -> {entry.file_size:,} "
+                "bytes); torch.save never compresses (a zip bomb?)",
                 "re-save it with torch.save or as safetensors",
             )
         if entry.filename.endswith("data.pkl") and entry.file_size > MAX_TORCH_PICKLE_BYTES:
-            raise WeightsFormatError(f"{path.name}: its pickled structure is {entry.file_size:,} bytes, too large for a state dict")
+            raise WeightsFormatError(
+                f"{path.name}: its pickled structure is {entry.file_size:,} bytes, too large for a state dict"
+            )
     if not any(entry.filename.endswith("data.pkl") for entry in entries):
         raise WeightsFormatError(f"{path.name} is a zip file but not a PyTorch checkpoint", "export it with torch.save")
 
@@ -252,7 +286,9 @@ def _read_torch(path: Path) -> dict:
         match = _UNSUPPORTED_GLOBAL.search(str(err))
         raise UnsafePickle(match.group(1) if match else "a global outside torch's weights-only allow-list") from None
     except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise WeightsFormatError(f"{path.name} cannot be read by torch.load ({' '.join(str(err).split())[:200]})", "export it again") from None
+        raise WeightsFormatError(
+            f"{path.name} cannot be read by torch.load ({' '.join(str(err).split())[:200]})", "export it again"
+        ) from None
     return _state_dict_of(loaded, path.name)
 
 
@@ -276,7 +312,9 @@ def _read_pickle(path: Path) -> Weights:
 
     size = path.stat().st_size
     if size > MAX_PICKLE_BYTES:
-        raise WeightsFormatError(f"{path.name} is {size:,} bytes, too large for a pickle of parameters", "export it as safetensors")
+        raise WeightsFormatError(
+            f"{path.name} is {size:,} bytes, too large for a pickle of parameters", "export it as safetensors"
+        )
     value = safe_pickle.load(path.read_bytes())
     fields = safe_pickle.fields(value)
     if fields is not None and "weights" in fields and "biases" in fields:
@@ -316,7 +354,9 @@ def numpy_network(fields: dict, source_class: str | None = None) -> NumpyNetwork
         raise ArchitectureError(f"unknown activation {activation!r}", f"use one of {', '.join(ACTIVATIONS)}")
     cost_field = fields.get("cost")
     cost_name = safe_pickle.class_name(cost_field) or (cost_field if isinstance(cost_field, str) else "QuadraticCost")
-    cost = NUMPY_COSTS.get(cost_name, cost_name if cost_name in ("quadratic", "cross_entropy", "binary_cross_entropy") else "quadratic")
+    cost = NUMPY_COSTS.get(
+        cost_name, cost_name if cost_name in ("quadratic", "cross_entropy", "binary_cross_entropy") else "quadratic"
+    )
     return NumpyNetwork(sizes, weights, biases, activation, cost, source_class)
 
 
@@ -329,7 +369,9 @@ def build_model(spec: dict, tensors: dict):
     try:
         model = build(spec)
     except (SpecError, TypeError, ValueError, RuntimeError) as err:
-        raise ArchitectureError(f"the model spec cannot be built: {err}", "check the spec (see 'Model spec' in the README)") from None
+        raise ArchitectureError(
+            f"the model spec cannot be built: {err}", "check the spec (see 'Model spec' in the README)"
+        ) from None
     state = {name: tensors[source] for name, source in sources.items()}
     built = {name: tuple(value.shape) for name, value in model.state_dict().items()}
     if built != fitting.tensor_shapes(state):

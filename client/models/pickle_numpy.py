@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import numpy as np
+
 from labclient.errors import UnsafePickle, WeightsFormatError
 
 MAX_DIMENSIONS = 32
@@ -34,7 +35,10 @@ class PendingDtype:
 def is_plain_dtype(dtype: np.dtype) -> bool:
     """Numbers only: no fields, no subarray, no objects, and exactly what its own type string spells."""
     return (
-        dtype.fields is None and dtype.subdtype is None and not dtype.hasobject and dtype.str[1:] in PLAIN_TYPE_CODES
+        dtype.fields is None
+        and dtype.subdtype is None
+        and not dtype.hasobject
+        and dtype.str[1:] in PLAIN_TYPE_CODES
         and dtype == np.dtype(dtype.str)
     )
 

@@ -28,6 +28,7 @@ import pickle
 from typing import Any
 
 import numpy as np
+
 from labclient.errors import UnsafePickle, WeightsFormatError
 from labclient.models.pickle_numpy import (
     PendingDtype,
@@ -65,11 +66,15 @@ class _ArrayType:
     """`numpy.ndarray` as a pickle sees it: fine as _reconstruct's subtype, refused when called directly."""
 
     def __init__(self, *args, **kwargs):
-        raise UnsafePickle("numpy.ndarray", "refused to load a pickle that calls numpy.ndarray directly (a memory bomb?)")
+        raise UnsafePickle(
+            "numpy.ndarray", "refused to load a pickle that calls numpy.ndarray directly (a memory bomb?)"
+        )
 
 
 def _stand_in(module: str, name: str) -> type:
-    return type(name, (_StandIn,), {"lab_global": f"{module}.{name}", "__module__": "labclient.models.safe_pickle.standin"})
+    return type(
+        name, (_StandIn,), {"lab_global": f"{module}.{name}", "__module__": "labclient.models.safe_pickle.standin"}
+    )
 
 
 def _is_stand_in_class(value: Any) -> bool:
@@ -285,7 +290,9 @@ class SafeUnpickler(pickle._Unpickler):
             raise UnsafePickle(getattr(subtype, "lab_global", type(subtype).__name__))
         shape, dtype = array_shape(shape), as_dtype(dtype)
         if element_count(shape) * dtype.itemsize > self.array_bytes_left:
-            raise WeightsFormatError("the pickle asks for an array larger than the file itself (a memory bomb?)", "do not load this file")
+            raise WeightsFormatError(
+                "the pickle asks for an array larger than the file itself (a memory bomb?)", "do not load this file"
+            )
         self.array_bytes_left -= element_count(shape) * dtype.itemsize
         array = np.zeros(shape, dtype)  # zeros, never uninitialised memory: an array that gets no BUILD leaks nothing
         self.unbuilt_arrays[id(array)] = array
@@ -340,14 +347,19 @@ def load(data: bytes) -> Any:
     except (UnsafePickle, WeightsFormatError):
         raise
     except RecursionError:
-        raise WeightsFormatError("the pickle is nested too deeply", "exchange plain parameters or safetensors") from None
+        raise WeightsFormatError(
+            "the pickle is nested too deeply", "exchange plain parameters or safetensors"
+        ) from None
     except Exception as err:  # EOFError, UnpicklingError, TypeError, MemoryError ... from a broken or hostile file
         detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
         raise WeightsFormatError(
             f"the pickle cannot be read ({detail})", "the file may be truncated; upload it again"
         ) from None
     if isinstance(value, int) and value == TORCH_LEGACY_MAGIC:
-        raise WeightsFormatError("this is PyTorch's pre-1.6 serialization format", "re-save it with torch.save (zip format) or as safetensors")
+        raise WeightsFormatError(
+            "this is PyTorch's pre-1.6 serialization format",
+            "re-save it with torch.save (zip format) or as safetensors",
+        )
     _check_plain(value)
     return value
 

@@ -59,19 +59,30 @@ _DEFAULTS = {
 ACTIVATIONS = {"sigmoid": "Sigmoid", "relu": "ReLU", "tanh": "Tanh"}
 
 
-def layered_spec(sizes: list[int], hidden: str = "sigmoid", output: str | None = "sigmoid",
-                 input_shape: list[int] | None = None, num_classes: int | None = None) -> dict[str, Any]:
+def layered_spec(
+    sizes: list[int],
+    hidden: str = "sigmoid",
+    output: str | None = "sigmoid",
+    input_shape: list[int] | None = None,
+    num_classes: int | None = None,
+) -> dict[str, Any]:
     """The spec of a fully connected network: `sizes` [784, 30, 10] is 784 inputs, 30 hidden neurons and 10
     outputs. `hidden` and `output` name activations (ACTIVATIONS); output None leaves logits, for cross-entropy."""
     layers: list[dict[str, Any]] = [{"type": "Flatten"}]
     for inputs, outputs in zip(sizes, sizes[1:]):
-        layers += [{"type": "Linear", "in_features": inputs, "out_features": outputs, "bias": True},
-                   {"type": ACTIVATIONS[hidden]}]
+        layers += [
+            {"type": "Linear", "in_features": inputs, "out_features": outputs, "bias": True},
+            {"type": ACTIVATIONS[hidden]},
+        ]
     layers.pop()  # the output layer's activation is its own
     if output is not None:
         layers.append({"type": ACTIVATIONS[output]})
-    return {"format": SPEC_FORMAT, "input_shape": input_shape or input_shape_for(sizes[0]),
-            "num_classes": num_classes or sizes[-1], "layers": layers}
+    return {
+        "format": SPEC_FORMAT,
+        "input_shape": input_shape or input_shape_for(sizes[0]),
+        "num_classes": num_classes or sizes[-1],
+        "layers": layers,
+    }
 
 
 def input_shape_for(features: int) -> list[int]:
@@ -230,13 +241,19 @@ def _parameters(kind: str, args: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         return {"weight": weight, "bias": (args["out_channels"],)} if args["bias"] else {"weight": weight}
     if kind in ("BatchNorm1d", "BatchNorm2d"):
         features = (args["num_features"],)
-        return {"weight": features, "bias": features, "running_mean": features, "running_var": features,
-                "num_batches_tracked": ()}
+        return {
+            "weight": features,
+            "bias": features,
+            "running_mean": features,
+            "running_var": features,
+            "num_batches_tracked": (),
+        }
     return {}
 
 
 def _output(index: int, kind: str, args: dict[str, Any], shape: tuple[int, ...]) -> tuple[int, ...]:
     """One sample's shape after the layer, as torch computes it for a batch of such samples."""
+
     def refuse(expected: str):
         return SpecError(
             f"model spec layer {index} ({kind}) expects {expected} but gets inputs of shape {list(shape)}",

@@ -26,6 +26,8 @@ def to_state_dict(weights: Any) -> dict:
 def save_safetensors(weights: Any, path: Path, metadata: dict[str, Any] | None = None) -> Path:
     from safetensors.torch import save_file
 
-    text_metadata = {key: value if isinstance(value, str) else json.dumps(value) for key, value in (metadata or {}).items()}
+    text_metadata = {
+        key: value if isinstance(value, str) else json.dumps(value) for key, value in (metadata or {}).items()
+    }
     save_file(to_state_dict(weights), str(path), metadata=text_metadata)
     return path

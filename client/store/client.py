@@ -48,7 +48,10 @@ def check_server(target: Target) -> dict:
     from labclient.store.server_api import ServerApi
 
     if not (target.team and target.token):
-        raise TrackingError(f"no team token for {target.uri}", "run `labclient login --server URL --team NAME` or set LAB_TEAM and LAB_TOKEN")
+        raise TrackingError(
+            f"no team token for {target.uri}",
+            "run `labclient login --server URL --team NAME` or set LAB_TEAM and LAB_TOKEN",
+        )
     return ServerApi(target).whoami()
 
 
@@ -63,7 +66,8 @@ def prepare_database(target: Target) -> None:
                 migrate.upgrade_all(target.uri)
         except Exception as err:
             raise store_unavailable(target, err) or TrackingError(
-                f"cannot open the tracking store {target.uri}: {err}", "check the path or URI") from None
+                f"cannot open the tracking store {target.uri}: {err}", "check the path or URI"
+            ) from None
 
 
 @contextmanager
@@ -85,7 +89,9 @@ def ensure_team_experiment(client, target: Target, team: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     if target.is_server:
-        raise TrackingError(f"team {team!r} does not exist on {target.uri}", "ask the server admin to run `labserver team add`")
+        raise TrackingError(
+            f"team {team!r} does not exist on {target.uri}", "ask the server admin to run `labserver team add`"
+        )
     try:
         return client.create_experiment(team, artifact_location=(target.artifact_root / team).as_uri())
     except MlflowException:  # another process created it a moment ago

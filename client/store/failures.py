@@ -23,19 +23,27 @@ def store_unavailable(target: Target, err: Exception) -> TrackingError | None:
     """A database that is down, restarting or full is an outage to wait out in the journal (ServerUnreachable),
     not a wrong URI: None for the errors that a retry will not mend."""
     import sqlalchemy.exc as sa_errors
+
     text = brief_sql_error(str(err))
     if "disk is full" in text or "No space left" in text:
-        return StoreFull(f"the tracking store's disk is full ({text})",
-                         "free some disk space where the store keeps its data; nothing is lost, "
-                         "`labclient sync` sends it")
-    outage = (sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.TimeoutError,
-              sa_errors.DisconnectionError)
+        return StoreFull(
+            f"the tracking store's disk is full ({text})",
+            "free some disk space where the store keeps its data; nothing is lost, `labclient sync` sends it",
+        )
+    outage = (
+        sa_errors.OperationalError,
+        sa_errors.InterfaceError,
+        sa_errors.TimeoutError,
+        sa_errors.DisconnectionError,
+    )
     if not isinstance(err, outage) or any(reason in text for reason in _NOT_AN_OUTAGE):
         return None
     if target.uri.startswith("sqlite") and "locked" not in text:
         return None  # a file that cannot be opened: a wrong path, not an outage
-    return ServerUnreachable(f"the tracking store is unavailable: {type(err).__name__}: {text}",
-                             "the run is journalled and sent when the store is back, or by `labclient sync`")
+    return ServerUnreachable(
+        f"the tracking store is unavailable: {type(err).__name__}: {text}",
+        "the run is journalled and sent when the store is back, or by `labclient sync`",
+    )
 
 
 _NOT_AN_OUTAGE = ("password authentication failed", "does not exist", "no password supplied")
@@ -43,8 +51,13 @@ _NOT_AN_OUTAGE = ("password authentication failed", "does not exist", "no passwo
 
 def brief_sql_error(text: str) -> str:
     """SQLAlchemy's message without the statement, its parameters and the link it appends: one short line."""
-    text = re.sub(r"\[(?:SQL|parameters): .*?\](?=\s*(?:\[|\(Background|$))|\(Background on this error at: [^)]*\)"
-                  r"|\(raised as a result of Query-invoked autoflush[^)]*\)", "", text, flags=re.S)
+    text = re.sub(
+        r"\[(?:SQL|parameters): .*?\](?=\s*(?:\[|\(Background|$))|\(Background on this error at: [^)]*\)"
+        r"|\(raised as a result of Query-invoked autoflush[^)]*\)",
+        "",
+        text,
+        flags=re.S,
+    )
     return " ".join(text.split())[:400]
 
 
@@ -59,8 +72,11 @@ def mlflow_failure(err, *, editing: bool, owner: str, reader: str | None, what: 
     if code == "PERMISSION_DENIED" or status == 403:
         if editing:
             thing = "diary" if what == owner else "runs"
-            return EditRefused(f"{reader_name} can read but not edit team {owner}'s {thing}",
-                               f"ask team {owner} to change it, or write in your own: labclient diary {reader or 'TEAM'} --append TEXT")
+            return EditRefused(
+                f"{reader_name} can read but not edit team {owner}'s {thing}",
+                f"ask team {owner} to change it, or write in your own: labclient diary {reader or 'TEAM'} --append "
+                "TEXT",
+            )
         return EditRefused(f"the server does not let {reader_name} read {what}", "check LAB_TEAM and LAB_TOKEN")
     if code in ("UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED") or status == 401:
         return TrackingError("the server did not accept your team's token (HTTP 401)", "run `labclient login` again")
@@ -80,7 +96,9 @@ def mlflow_failures(target: Target, what: str, *, editing: bool, owner: str | No
     try:
         yield
     except (MlflowException, HTTPError) as err:
-        raise mlflow_failure(err, editing=editing, owner=owner or what.split("/")[0], reader=target.team, what=what) from None
+        raise mlflow_failure(
+            err, editing=editing, owner=owner or what.split("/")[0], reader=target.team, what=what
+        ) from None
 
 
 # --- a database store, for the sender --------------------------------------------------------------
@@ -108,13 +126,15 @@ def store_errors(what: str):
     except OSError as err:  # the artifact copy of a local store
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _outage(f"no space left on the device ({err.filename or 'artifacts'})") from None
-        raise ServerUnreachable(f"the tracking store cannot write {err.filename or 'a file'}: {err.strerror}",
-                                RETRIED) from None
+        raise ServerUnreachable(
+            f"the tracking store cannot write {err.filename or 'a file'}: {err.strerror}", RETRIED
+        ) from None
 
 
 def _outage(message: str) -> ServerUnreachable:
     if _disk_full(message):
-        return StoreFull(f"the tracking store's disk is full: {message}",
-                         "free some disk space where the store keeps its data; nothing is lost, `labclient sync` "
-                         "sends the rest")
+        return StoreFull(
+            f"the tracking store's disk is full: {message}",
+            "free some disk space where the store keeps its data; nothing is lost, `labclient sync` sends the rest",
+        )
     return ServerUnreachable(f"the tracking store is unavailable: {message}", RETRIED)

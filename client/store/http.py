@@ -22,25 +22,34 @@ def answer(response, *, base: str, path: str, team: str | None) -> dict:
     code, message = mlflow_error(response)
     name = path.rsplit("/", 1)[-1]
     if status == 401:
-        raise TrackingError(f"the server at {base} did not accept the token of team {team!r}",
-                            "run `labclient login` again (or set LAB_TOKEN); a run keeps its data for `labclient sync`")
+        raise TrackingError(
+            f"the server at {base} did not accept the token of team {team!r}",
+            "run `labclient login` again (or set LAB_TOKEN); a run keeps its data for `labclient sync`",
+        )
     if status == 403:
         raise PermissionDenied(f"the server at {base} refused {name}: {message}", "log in as the run's team")
     if status == 429:
-        raise TooManyRequests("the server is turning this machine away after too many failed logins",
-                              "wait a minute, then try again; a run keeps its data meanwhile")
+        raise TooManyRequests(
+            "the server is turning this machine away after too many failed logins",
+            "wait a minute, then try again; a run keeps its data meanwhile",
+        )
     if response.ok:
         try:
             return response.json() if response.content else {}
         except ValueError:  # a proxy's or captive portal's page with a 200
-            raise ServerUnreachable(f"{base} answered {name} with something that is not JSON ({describe(response)}): "
-                                    "not the tracking server's answer",
-                                    f"check the URL and any proxy in front of the server; {RETRIED}") from None
+            raise ServerUnreachable(
+                f"{base} answered {name} with something that is not JSON ({describe(response)}): "
+                "not the tracking server's answer",
+                f"check the URL and any proxy in front of the server; {RETRIED}",
+            ) from None
     if 400 <= status < 500 and code in PERMANENT_CODES:
         raise Refused(f"the server refused {name}: {message}")
     said = f"{code}: {message}" if code else f"{describe(response)}, not the tracking server's own answer"
-    remedy = ("try again shortly" if status >= 500 else
-              "check the URL if it persists: is it a labserver, and does a proxy in front of it pass this route?")
+    remedy = (
+        "try again shortly"
+        if status >= 500
+        else "check the URL if it persists: is it a labserver, and does a proxy in front of it pass this route?"
+    )
     raise ServerUnreachable(f"the server at {base} answered {status} to {name} ({said})", f"{remedy}; {RETRIED}")
 
 

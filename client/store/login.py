@@ -25,10 +25,14 @@ def login(server: str, team: str, token: str) -> Login:
     server = server.rstrip("/")
     if not server.startswith(("http://", "https://")):
         raise ConfigError(f"--server {server!r} is not an http(s) URL", "for example --server http://127.0.0.1:5000")
-    target = Target(uri=server, kind="server", artifact_root=get_settings().embedded_artifact_root, token=token, team=team)
+    target = Target(
+        uri=server, kind="server", artifact_root=get_settings().embedded_artifact_root, token=token, team=team
+    )
     identity = ServerApi(target).whoami()
     if identity.get("team") != team:
-        raise TrackingError(f"the server says this token belongs to {identity.get('team')!r}, not {team!r}",
-                            "use the token the admin gave your team")
+        raise TrackingError(
+            f"the server says this token belongs to {identity.get('team')!r}, not {team!r}",
+            "use the token the admin gave your team",
+        )
     path = write_config_file({"tracking_uri": server, "team": team, "token": token})
     return Login(server=server, team=team, experiment_id=identity.get("experiment_id"), config_file=path)

@@ -78,7 +78,8 @@ def resolve(client, text: str):
     run = _with_weights(client, experiment_id, reference.selector)
     if run is None:
         raise NoWeights(
-            f"team {reference.team} has no finished run with weights" + (" and a held-out accuracy" if reference.selector == "best" else ""),
+            f"team {reference.team} has no finished run with weights"
+            + (" and a held-out accuracy" if reference.selector == "best" else ""),
             f"train one with `labclient train --team {reference.team}` or upload one with `labclient push`",
         )
     return run
@@ -115,13 +116,18 @@ def _by_number(client, experiment_id: str, reference: Reference):
     if len(runs) > 1:  # only a store written around the server could hold this
         raise RunNotFound(f"{reference.text} names {len(runs)} runs of team {reference.team}", "use the run id instead")
     raise RunNotFound(
-        f"{run_name(reference.team, reference.number)} does not exist" + _suggestion(client, reference.team, reference.number),
+        f"{run_name(reference.team, reference.number)} does not exist"
+        + _suggestion(client, reference.team, reference.number),
         f"use {FORMS}",
     )
 
 
 def _with_weights(client, experiment_id: str, selector: str):
-    order = [f"metrics.{ACCURACY_METRIC} DESC", "attributes.start_time DESC"] if selector == "best" else ["attributes.start_time DESC"]
+    order = (
+        [f"metrics.{ACCURACY_METRIC} DESC", "attributes.start_time DESC"]
+        if selector == "best"
+        else ["attributes.start_time DESC"]
+    )
     for run in iter_runs(client, [experiment_id], "attributes.status = 'FINISHED'", order):
         if WEIGHTS_TAG not in run.data.tags:
             continue

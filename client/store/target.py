@@ -11,12 +11,13 @@ from labserver.names import RESERVED, TEAM_PATTERN, TEAM_RULE
 from labserver.routes import UI_LAYOUT
 
 
-
 def validate_team(team: str | None) -> str:
     if not team:
         raise InvalidTeamName("no team given", "pass --team NAME or set LAB_TEAM")
     if not TEAM_PATTERN.fullmatch(team) or team in RESERVED:
-        raise InvalidTeamName(f"invalid team name {team!r}", f"use {TEAM_RULE}, not one of {', '.join(sorted(RESERVED))}")
+        raise InvalidTeamName(
+            f"invalid team name {team!r}", f"use {TEAM_RULE}, not one of {', '.join(sorted(RESERVED))}"
+        )
     return team
 
 
@@ -50,5 +51,7 @@ def resolve_target(settings: Settings, tracking_uri: str | None = None) -> Targe
     elif uri.startswith(("sqlite:", "postgresql", "mysql")):
         kind = "embedded" if uri == settings.embedded_tracking_uri else "database"
     else:
-        raise TrackingError(f"unsupported tracking URI {uri!r}", "use http(s)://server:port, sqlite:///path.db or postgresql://...")
+        raise TrackingError(
+            f"unsupported tracking URI {uri!r}", "use http(s)://server:port, sqlite:///path.db or postgresql://..."
+        )
     return Target(uri=uri, kind=kind, artifact_root=settings.embedded_artifact_root, token=token, team=settings.team)

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from labclient.files import sha256_file
 from labclient.errors import Refused, ServerUnreachable, TrackingError
+from labclient.files import sha256_file
 from labclient.store.failures import store_errors
 from labclient.store.http import RETRIED, answer, is_missing
 from labserver import routes
 from labserver.names import run_number
-from labserver.tags import RUN_NUMBER_TAG
-from labserver.tags import LOCAL_ID_TAG
+from labserver.tags import LOCAL_ID_TAG, RUN_NUMBER_TAG
 
 REQUEST_TIMEOUT_S = 15.0
 UPLOAD_CHUNK_BYTES = 512 * 1024  # half of nginx's default client_max_body_size; LAB_UPLOAD_CHUNK_BYTES overrides
@@ -112,14 +111,16 @@ class StoreTransport:
         from mlflow.entities import Metric, Param, RunTag
 
         self._call(
-            "log_batch", run_id,
+            "log_batch",
+            run_id,
             metrics=[Metric(key, value, timestamp, step) for key, value, timestamp, step in metrics],
             params=[Param(key, value) for key, value in params],
             tags=[RunTag(key, value) for key, value in tags],
         )
 
-    def log_artifact(self, run_id: str, artifact_uri: str, path: Path, artifact_path: str | None,
-                     sha256: str | None = None) -> None:
+    def log_artifact(
+        self, run_id: str, artifact_uri: str, path: Path, artifact_path: str | None, sha256: str | None = None
+    ) -> None:
         self._call("log_artifact", run_id, str(path), artifact_path)
 
     def set_terminated(self, run_id: str, status: str, end_time: int) -> None:
@@ -135,8 +136,10 @@ class HttpTransport:
         import requests
 
         if not (target.team and target.token):
-            raise TrackingError(f"no team token for {target.uri}",
-                                "run `labclient login --server URL --team NAME` or set LAB_TEAM and LAB_TOKEN")
+            raise TrackingError(
+                f"no team token for {target.uri}",
+                "run `labclient login --server URL --team NAME` or set LAB_TEAM and LAB_TOKEN",
+            )
         self.target = target
         self.base = target.uri.rstrip("/")
         self.timeout = timeout or REQUEST_TIMEOUT_S
@@ -146,19 +149,20 @@ class HttpTransport:
 
         use_credentials(target)  # as open_client does: MLflow's client in this process reads as the team
 
-    def _request(self, method: str, path: str, *, json=None, params=None, data=None, headers=None,
-                 missing_ok: bool = False) -> dict | None:
+    def _request(
+        self, method: str, path: str, *, json=None, params=None, data=None, headers=None, missing_ok: bool = False
+    ) -> dict | None:
         """The JSON answer; Refused only for an MLflow error that says the request can never succeed;
         None for a missing resource when `missing_ok`; ServerUnreachable for everything else."""
         import requests
 
         try:
-            response = self.session.request(method, self.base + path, json=json, params=params, data=data, headers=headers,
-                                            timeout=self.timeout)
+            response = self.session.request(
+                method, self.base + path, json=json, params=params, data=data, headers=headers, timeout=self.timeout
+            )
         except requests.RequestException as err:
             # the type only: an exception's text may quote the request, and a token must never be shown
-            raise ServerUnreachable(f"cannot reach the server at {self.base} ({type(err).__name__})",
-                                    RETRIED) from None
+            raise ServerUnreachable(f"cannot reach the server at {self.base} ({type(err).__name__})", RETRIED) from None
         if missing_ok and is_missing(response):
             return None
         return answer(response, base=self.base, path=path, team=self.target.team)
@@ -170,15 +174,23 @@ class HttpTransport:
         if identity.get("team") == team and identity.get("experiment_id"):
             return identity["experiment_id"]
         if identity.get("team") != team and not identity.get("is_admin"):
-            raise TrackingError(f"the token is team {identity.get('team')!r}'s, the run is team {team!r}'s",
-                                f"set LAB_TEAM={team} and that team's LAB_TOKEN")
+            raise TrackingError(
+                f"the token is team {identity.get('team')!r}'s, the run is team {team!r}'s",
+                f"set LAB_TEAM={team} and that team's LAB_TOKEN",
+            )
         try:
-            found = self._request("GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": team},
-                                  missing_ok=True) or {}
+            found = (
+                self._request(
+                    "GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": team}, missing_ok=True
+                )
+                or {}
+            )
         except Refused:
             found = {}
         if "experiment" not in found:
-            raise TrackingError(f"team {team!r} does not exist on {self.base}", "ask the server admin to run `labserver team add`")
+            raise TrackingError(
+                f"team {team!r} does not exist on {self.base}", "ask the server admin to run `labserver team add`"
+            )
         return found["experiment"]["experiment_id"]
 
     def register(self, run_id: str) -> int:
@@ -190,27 +202,37 @@ class HttpTransport:
         runs = self._request("POST", "/api/2.0/mlflow/runs/search", json=body).get("runs", [])
         if not runs:
             return None
-        info, tags = runs[0]["info"], {tag["key"]: tag.get("value", "") for tag in runs[0].get("data", {}).get("tags", [])}
+        info, tags = (
+            runs[0]["info"],
+            {tag["key"]: tag.get("value", "") for tag in runs[0].get("data", {}).get("tags", [])},
+        )
         return FoundRun(info["run_id"], _number(tags), info.get("artifact_uri", ""))
 
     def create_run(self, experiment_id: str, name: str, tags: dict[str, str], start_time: int) -> FoundRun:
-        body = {"experiment_id": experiment_id, "run_name": name, "start_time": start_time,
-                "tags": [{"key": key, "value": value} for key, value in tags.items()]}
+        body = {
+            "experiment_id": experiment_id,
+            "run_name": name,
+            "start_time": start_time,
+            "tags": [{"key": key, "value": value} for key, value in tags.items()],
+        }
         info = self._request("POST", "/api/2.0/mlflow/runs/create", json=body)["run"]["info"]
         return FoundRun(info["run_id"], _number(tags), info.get("artifact_uri", ""))
 
     def log_batch(self, run_id: str, metrics: list, params: list, tags: list) -> None:
         body = {
             "run_id": run_id,
-            "metrics": [{"key": key, "value": _json_double(value), "timestamp": timestamp, "step": step}
-                        for key, value, timestamp, step in metrics],
+            "metrics": [
+                {"key": key, "value": _json_double(value), "timestamp": timestamp, "step": step}
+                for key, value, timestamp, step in metrics
+            ],
             "params": [{"key": key, "value": value} for key, value in params],
             "tags": [{"key": key, "value": value} for key, value in tags],
         }
         self._request("POST", "/api/2.0/mlflow/runs/log-batch", json=body)
 
-    def log_artifact(self, run_id: str, artifact_uri: str, path: Path, artifact_path: str | None,
-                     sha256: str | None = None) -> None:
+    def log_artifact(
+        self, run_id: str, artifact_uri: str, path: Path, artifact_path: str | None, sha256: str | None = None
+    ) -> None:
         parsed = urlparse(artifact_uri)
         if parsed.scheme != "mlflow-artifacts":  # a server that does not proxy artifacts: MLflow's own client
             StoreLessArtifacts(self.target).log_artifact(run_id, path, artifact_path)
@@ -230,22 +252,29 @@ class HttpTransport:
         offsets -> complete, where the server checks size and sha256 before the file joins the run."""
         from labserver.routes import UPLOAD_CHUNK, UPLOAD_COMPLETE, UPLOAD_CREATE
 
-        upload = self._request("POST", UPLOAD_CREATE,
-                               json={"run_id": run_id, "path": inside_run, "size": size, "sha256": sha256})
+        upload = self._request(
+            "POST", UPLOAD_CREATE, json={"run_id": run_id, "path": inside_run, "size": size, "sha256": sha256}
+        )
         if upload.get("complete"):  # the answer to an earlier complete was lost
             return
         received, chunk = int(upload["received"]), upload_chunk_bytes()
         with open(path, "rb") as handle:
             while received < size:
                 handle.seek(received)
-                answer = self._request("PUT", UPLOAD_CHUNK,
-                                       params={"upload_id": upload["upload_id"], "offset": received},
-                                       data=handle.read(chunk), headers={"Content-Type": "application/octet-stream"})
+                answer = self._request(
+                    "PUT",
+                    UPLOAD_CHUNK,
+                    params={"upload_id": upload["upload_id"], "offset": received},
+                    data=handle.read(chunk),
+                    headers={"Content-Type": "application/octet-stream"},
+                )
                 received = int(answer["received"])
         self._request("POST", UPLOAD_COMPLETE, json={"upload_id": upload["upload_id"]})
 
     def set_terminated(self, run_id: str, status: str, end_time: int) -> None:
-        self._request("POST", "/api/2.0/mlflow/runs/update", json={"run_id": run_id, "status": status, "end_time": end_time})
+        self._request(
+            "POST", "/api/2.0/mlflow/runs/update", json={"run_id": run_id, "status": status, "end_time": end_time}
+        )
 
     def get_run(self, run_id: str):
         from mlflow.entities import Run
@@ -264,13 +293,16 @@ class StoreLessArtifacts:
         self.target = target
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None) -> None:
-        from labclient.store.client import open_client
         from mlflow.exceptions import MlflowException
+
+        from labclient.store.client import open_client
 
         try:
             open_client(self.target).log_artifact(run_id, str(path), artifact_path)
         except MlflowException as err:
-            raise ServerUnreachable(f"uploading {path.name} failed: {' '.join(str(err.message).split())[:300]}") from None
+            raise ServerUnreachable(
+                f"uploading {path.name} failed: {' '.join(str(err.message).split())[:300]}"
+            ) from None
 
 
 def _json_double(value: float):

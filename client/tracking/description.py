@@ -10,8 +10,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from labclient.tracking.draft import artifact_link
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+from labclient.tracking.draft import artifact_link
 from labserver.tags import DESCRIPTION_TAG
 
 RUN_LIMIT = MAX_TAG_VAL_LENGTH  # 8,000 characters in MLflow 3.17

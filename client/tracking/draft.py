@@ -10,15 +10,16 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import quote
 
-from labserver.units import human_bytes, human_count
 from labserver.tags import DATASET_TAG, DEVICE_TAG, TRAINER_TAG, hardware_tag
+from labserver.units import human_bytes, human_count
 
 # Params shown in their own rows, or describing the data rather than the model
 _NAMED = ("lr", "batch_size", "epochs", "optimizer", "momentum", "cost", "weight_decay", "seed")
 _NOT_HYPERPARAMETERS = {"trainer", "device", "log_every", "dataset"}
 
 _COST_MEANING = {
-    "cross_entropy": "the cross-entropy, −ln p averaged over the images, where p is the probability the model gives the "
+    "cross_entropy": "the cross-entropy, −ln p averaged over the images, where p is the probability the model gives "
+    "the "
     "right digit",
     "quadratic": "the quadratic cost ½‖y − a‖², half the squared distance between the ten output activations a and the "
     "one-hot target y, averaged over the images",
@@ -30,7 +31,11 @@ PLOTS = {
     "confusion": "plots/confusion_matrix.png",
     "misclassified": "plots/misclassified.png",
 }
-_PLOT_TITLES = {"accuracy": "accuracy per epoch", "confusion": "confusion matrix", "misclassified": "misclassified digits"}
+_PLOT_TITLES = {
+    "accuracy": "accuracy per epoch",
+    "confusion": "confusion matrix",
+    "misclassified": "misclassified digits",
+}
 
 
 def artifact_link(run_id: str, path: str) -> str:
@@ -38,8 +43,14 @@ def artifact_link(run_id: str, path: str) -> str:
     return f"get-artifact?path={quote(path, safe='')}&run_uuid={quote(run_id, safe='')}"
 
 
-def draft_entry(run, *, note: str | None = None, architecture: str | None = None, plots: list[str] | None = None,
-                when: dt.datetime | None = None) -> str:
+def draft_entry(
+    run,
+    *,
+    note: str | None = None,
+    architecture: str | None = None,
+    plots: list[str] | None = None,
+    when: dt.datetime | None = None,
+) -> str:
     """The Markdown entry for a logged run; `plots` are the artifact paths of the plots it logged."""
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     name = run.info.run_name or run.info.run_id
@@ -47,8 +58,10 @@ def draft_entry(run, *, note: str | None = None, architecture: str | None = None
     when = when or dt.datetime.now()
     sections = [
         _title(name, params, metrics),
-        (f"_Drafted by labclient on {when:%Y-%m-%d %H:%M}. Edit it in the MLflow UI or with "
-         f"`labclient diary {name} --edit`._"),
+        (
+            f"_Drafted by labclient on {when:%Y-%m-%d %H:%M}. Edit it in the MLflow UI or with "
+            f"`labclient diary {name} --edit`._"
+        ),
     ]
     if note and note.strip():
         sections.append("## Our note\n\n" + note.strip())
@@ -97,8 +110,10 @@ def _what_was_trained(params: dict, tags: dict, architecture: str | None) -> str
     text += f" trained on **{dataset}**"
     if "dataset_train_size" in params:
         shape = params.get("dataset_input_shape", "?").replace("x", "×")
-        text += (f": {int(params['dataset_train_size']):,} training and {int(params['dataset_test_size']):,} held-out "
-                 f"images ({shape}), {params.get('dataset_num_classes', '?')} classes")
+        text += (
+            f": {int(params['dataset_train_size']):,} training and {int(params['dataset_test_size']):,} held-out "
+            f"images ({shape}), {params.get('dataset_num_classes', '?')} classes"
+        )
     fingerprint = params.get("dataset_fingerprint")
     if fingerprint:
         published = "the published split" if params.get("dataset_canonical") == "True" else "not the published split"
@@ -117,7 +132,8 @@ def _hyperparameters(params: dict) -> list[tuple[str, str]]:
         ("seed", params.get("seed")),
     ]
     others = sorted(
-        (f"`{key}`", value) for key, value in params.items()
+        (f"`{key}`", value)
+        for key, value in params.items()
         if key not in _NAMED and key not in _NOT_HYPERPARAMETERS and not key.startswith("dataset_")
     )
     return [(label, str(value)) for label, value in rows + others if value is not None]
@@ -156,8 +172,10 @@ def _results(params: dict, metrics: dict) -> str:
         f"(here 1 − accuracy = {1 - accuracy:.4f}, while the cost is {cost:.4f})."
     )
     if train_accuracy is not None and train_accuracy - accuracy > 0.02:
-        explanation += (f" Training-set accuracy is {100 * (train_accuracy - accuracy):.1f} points above held-out "
-                        "accuracy: the model fits its training images better than new ones.")
+        explanation += (
+            f" Training-set accuracy is {100 * (train_accuracy - accuracy):.1f} points above held-out "
+            "accuracy: the model fits its training images better than new ones."
+        )
     return _table(("final model", "held-out set", "training set"), rows) + "\n\n" + explanation
 
 
@@ -169,8 +187,11 @@ def _plots(run_id: str, name: str, logged: list[str]) -> str:
         lines.append("Training cost per step (faint) and per epoch, and the held-out cost after each epoch.")
     else:
         lines.append("No cost curve was logged.")
-    others = [f"[{_PLOT_TITLES[key]}]({artifact_link(run_id, path)})" for key, path in PLOTS.items()
-              if key in _PLOT_TITLES and path in logged]
+    others = [
+        f"[{_PLOT_TITLES[key]}]({artifact_link(run_id, path)})"
+        for key, path in PLOTS.items()
+        if key in _PLOT_TITLES and path in logged
+    ]
     if others:
         lines.append("More plots among the run's artifacts: " + ", ".join(others) + ".")
     return "\n\n".join(lines)
@@ -206,8 +227,9 @@ def _device(params: dict, tags: dict) -> str:
     device = tags.get(hardware_tag("device")) or params.get("device") or tags.get(DEVICE_TAG) or "unknown"
     cpu = tags.get(hardware_tag("cpu.model"))
     cores, memory = tags.get(hardware_tag("cpu.cores")), tags.get(hardware_tag("memory_gb"))
-    host = ", ".join(part for part in (cpu, f"{cores} cores" if cores else None,
-                                       f"{memory} GB memory" if memory else None) if part)
+    host = ", ".join(
+        part for part in (cpu, f"{cores} cores" if cores else None, f"{memory} GB memory" if memory else None) if part
+    )
     gpu = tags.get(hardware_tag("gpu.name"))
     if device in ("cuda", "mps") and gpu:
         gpu_memory = tags.get(hardware_tag("gpu.memory_gb"))
@@ -223,8 +245,10 @@ def _file_size(metrics: dict, parameters: float | None) -> list[tuple[str, str]]
     width = metrics.get("compute_bytes_per_parameter")
     product = f" = {int(parameters):,} parameters × {width:g} bytes" if parameters and width else ""
     extra = actual - expected
-    text = (f"expected {human_bytes(expected)}{product}; actual {human_bytes(actual)}, "
-            f"{human_bytes(extra)} more for the safetensors header and the spec and config stored inside it")
+    text = (
+        f"expected {human_bytes(expected)}{product}; actual {human_bytes(actual)}, "
+        f"{human_bytes(extra)} more for the safetensors header and the spec and config stored inside it"
+    )
     return [("weight file", text)]
 
 

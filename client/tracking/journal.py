@@ -32,8 +32,9 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from labclient.errors import DiskFull, JournalError, JournalVanished, LabError
 from labclient.files import atomic_write, fsync_dir, lock_owner
@@ -60,13 +61,15 @@ def _write_fd(fd: int, data: bytes) -> None:
     """The one place bytes reach the events file (tests replace it to simulate a full disk)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _disk_error(err: OSError, where: str) -> LabError:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(where, "free some disk space; everything logged before is kept in the journal, and "
-                               "`labclient sync` sends it")
+        return DiskFull(
+            where,
+            "free some disk space; everything logged before is kept in the journal, and `labclient sync` sends it",
+        )
     return JournalError(f"cannot write {where}: {err.strerror or err}", "check the disk and LAB_HOME")
 
 
@@ -92,7 +95,7 @@ class Journal:
 
     # --- creating and opening ----------------------------------------------------------------
     @classmethod
-    def create(cls, journal_dir: Path, meta: dict[str, Any]) -> "Journal":
+    def create(cls, journal_dir: Path, meta: dict[str, Any]) -> Journal:
         """A new journal, locked by this process, with meta.json and the start event in place."""
         journal_dir = Path(journal_dir)
         final = journal_dir / meta["local_id"]
@@ -121,7 +124,7 @@ class Journal:
         return journal
 
     @classmethod
-    def open(cls, root: Path) -> "Journal":
+    def open(cls, root: Path) -> Journal:
         """A journal written before (by this or another process); not locked, not writable yet. A missing or
         damaged meta.json is rebuilt from the start event; JournalVanished if the folder is gone."""
         root = Path(root)
@@ -140,9 +143,11 @@ class Journal:
         if meta is None:
             if not root.is_dir():
                 raise JournalVanished(f"the journal {root} is gone")
-            raise JournalError(f"{why}, and events.jsonl does not begin with the run's start, so the run cannot be "
-                               "told where to go", f"restore {root / 'meta.json'} from a backup, or move the folder "
-                               "out of the journal once you no longer need its events")
+            raise JournalError(
+                f"{why}, and events.jsonl does not begin with the run's start, so the run cannot be told where to go",
+                f"restore {root / 'meta.json'} from a backup, or move the folder "
+                "out of the journal once you no longer need its events",
+            )
         try:
             write_json_atomic(root / "meta.json", meta, durable=True)
         except LabError:
@@ -228,8 +233,12 @@ class Journal:
                 return {**said, "held": True}
             if time.monotonic() > deadline:
                 training = owner is None or owner == self.meta.get("pid")
-                return {"by": "training" if training else "another process", "pid": owner or self.meta.get("pid"),
-                        "host": self.meta.get("host"), "held": True}
+                return {
+                    "by": "training" if training else "another process",
+                    "pid": owner or self.meta.get("pid"),
+                    "host": self.meta.get("host"),
+                    "held": True,
+                }
             time.sleep(0.02)
 
     def in_use(self) -> bool:
@@ -286,7 +295,13 @@ class Journal:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise _disk_error(err, f"a copy of {source.name} into the run journal") from None
         file = str(target.relative_to(self.root))
-        return {"type": "artifact", "file": file, "artifact_path": artifact_path, "sha256": digest.hexdigest(), "size": size}
+        return {
+            "type": "artifact",
+            "file": file,
+            "artifact_path": artifact_path,
+            "sha256": digest.hexdigest(),
+            "size": size,
+        }
 
     def persist(self) -> None:
         """fsync what was written since the last call (the recorder calls this every fraction of a second)."""

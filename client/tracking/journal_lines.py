@@ -41,15 +41,17 @@ def _body(seq: int, event: dict[str, Any]) -> str:
                 _METRIC_KEYS[event["key"]] = key
         value = event["value"]
         text = repr(value) if math.isfinite(value) else json.dumps(value)  # repr of a finite float is valid JSON
-        return (f'{{"seq":{seq},"type":"metric","key":{key},"value":{text},'
-                f'"timestamp":{event["timestamp"]},"step":{event["step"]}')
+        return (
+            f'{{"seq":{seq},"type":"metric","key":{key},"value":{text},'
+            f'"timestamp":{event["timestamp"]},"step":{event["step"]}'
+        )
     return json.dumps({"seq": seq, **event}, separators=(",", ":"))[:-1]
 
 
 def encode_line(seq: int, event: dict[str, Any]) -> bytes:
     """One journal line with its checksum and newline, as written to disk."""
     body = _body(seq, event)
-    return f'{body},"crc":{zlib.crc32(body.encode("utf-8"))}}}\n'.encode("utf-8")  # one more encode beats joining bytes
+    return f'{body},"crc":{zlib.crc32(body.encode("utf-8"))}}}\n'.encode()  # one more encode beats joining bytes
 
 
 def _encode(seq: int, event: dict[str, Any]) -> str:
@@ -64,7 +66,7 @@ def decode_line(line: bytes, checked: bool = True) -> dict[str, Any] | None:
     at = line.rfind(_CRC)
     if at >= 0:
         try:
-            crc = int(line[at + len(_CRC):-1])
+            crc = int(line[at + len(_CRC) : -1])
         except ValueError:
             return None
         if not line.endswith(b"}") or zlib.crc32(line[:at]) != crc:

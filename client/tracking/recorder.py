@@ -18,8 +18,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from labclient import errors
 from labclient.errors import ConfigError, LabError, TrackingError
@@ -35,8 +36,16 @@ SENDER_EXIT_S = 5.0  # after the drain: a request still in flight ends by its ow
 class Recorder:
     """Journals params, metrics, tags and artifacts of one run; its sender process sends them."""
 
-    def __init__(self, journal, target=None, *, drain_timeout: float = 30.0, keep_journal: bool = False,
-                 sender: "SenderProcess | None" = None, on_notice: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        journal,
+        target=None,
+        *,
+        drain_timeout: float = 30.0,
+        keep_journal: bool = False,
+        sender: SenderProcess | None = None,
+        on_notice: Callable[[str], None] | None = None,
+    ):
         self.journal = journal
         self.on_notice = on_notice  # told at once, on the sender's reader thread: refusals, and why sending stopped
         self.drain_timeout = drain_timeout
@@ -50,7 +59,9 @@ class Recorder:
         self._request_seconds: collections.deque[float] = collections.deque(maxlen=REQUEST_TIMES_KEPT)
         self._cond = threading.Condition()
         self._stopped = threading.Event()
-        self._persister = threading.Thread(target=self._persist_loop, name=f"lab-fsync-{journal.local_id[-8:]}", daemon=True)
+        self._persister = threading.Thread(
+            target=self._persist_loop, name=f"lab-fsync-{journal.local_id[-8:]}", daemon=True
+        )
         self._persister.start()
         self._sender = None  # an offline run: sent by `labclient sync` only
         if target is not None:
@@ -65,18 +76,34 @@ class Recorder:
 
     def log_metric(self, key: str, value: float, step: int = 0, timestamp_ms: int | None = None) -> None:
         timestamp = int(timestamp_ms or time.time() * 1000)
-        self._append([{"type": "metric", "key": str(key), "value": float(value), "timestamp": timestamp, "step": int(step)}])
+        self._append(
+            [{"type": "metric", "key": str(key), "value": float(value), "timestamp": timestamp, "step": int(step)}]
+        )
 
     def log_metric_steps(self, key: str, values: list[float], first_step: int = 0, every: int = 1) -> None:
         """values[i] at step first_step + i * every, journalled with one write (a trainer's buffered step costs)."""
         now, key = int(time.time() * 1000), str(key)
-        self._append([{"type": "metric", "key": key, "value": float(value), "timestamp": now, "step": first_step + index * every}
-                      for index, value in enumerate(values)])
+        self._append(
+            [
+                {
+                    "type": "metric",
+                    "key": key,
+                    "value": float(value),
+                    "timestamp": now,
+                    "step": first_step + index * every,
+                }
+                for index, value in enumerate(values)
+            ]
+        )
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
-        self._append([{"type": "metric", "key": str(key), "value": float(value), "timestamp": now, "step": int(step)}
-                      for key, value in metrics.items()])
+        self._append(
+            [
+                {"type": "metric", "key": str(key), "value": float(value), "timestamp": now, "step": int(step)}
+                for key, value in metrics.items()
+            ]
+        )
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         check_tags(tags)
@@ -111,14 +138,16 @@ class Recorder:
         return self._fatal.one_line() if self._fatal is not None else self.last_error
 
     def flush(self, timeout: float | None = None) -> None:
-        """Block until the store acknowledged everything logged so far (at most `timeout`, default the drain timeout)."""
+        """Block until the store acknowledged everything logged so far (at most `timeout`, default: drain timeout)."""
         if self.offline:
             raise TrackingError("this run is offline: nothing is sent before `labclient sync`")
         timeout = self.drain_timeout if timeout is None else timeout
         if not self._wait_acked(self.journal.seq, timeout):
-            raise TrackingError(f"the tracking store has not acknowledged everything within {timeout:.0f}s"
-                                + (f" ({self.last_error})" if self.last_error else ""),
-                                "nothing is lost: it stays in the journal, and `labclient sync` sends it")
+            raise TrackingError(
+                f"the tracking store has not acknowledged everything within {timeout:.0f}s"
+                + (f" ({self.last_error})" if self.last_error else ""),
+                "nothing is lost: it stays in the journal, and `labclient sync` sends it",
+            )
 
     def _wait_acked(self, seq: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -202,8 +231,10 @@ class Recorder:
             self._request_seconds.extend(message.get("request_seconds", []))
             if message.get("fatal"):
                 self._fatal = _rebuild(message["fatal"])
-                notices.append(f"sending stopped: {self._fatal.one_line()}; training goes on, and the journal keeps "
-                               "everything for `labclient sync`")
+                notices.append(
+                    f"sending stopped: {self._fatal.one_line()}; training goes on, and the journal keeps "
+                    "everything for `labclient sync`"
+                )
             self._cond.notify_all()
         self._notice(notices)
 
@@ -211,7 +242,9 @@ class Recorder:
         with self._cond:
             stopped = self._fatal is None
             if stopped:
-                self._fatal = TrackingError(why, "nothing is lost: it stays in the journal, and `labclient sync` sends it")
+                self._fatal = TrackingError(
+                    why, "nothing is lost: it stays in the journal, and `labclient sync` sends it"
+                )
             self._cond.notify_all()
         if stopped:
             self._notice([self._fatal.one_line()])
@@ -226,7 +259,8 @@ class Recorder:
 
 
 class SenderProcess:
-    """The training process's end of labclient/tracking/sender_process.py: starts it, sends it commands, reads its reports.
+    """The training process's end of the sender process (tracking/sender_process.py): starts it, sends it commands,
+    reads its reports.
 
     Made for a target, which it connects to at once; `attach` hands it a run's journal and `release` takes
     it back when the run ends. Released senders wait, connected, for the next run of this process to the
@@ -235,7 +269,7 @@ class SenderProcess:
     data, so that it overlaps work the run does anyway.
     """
 
-    _idle: dict[tuple, list["SenderProcess"]] = {}
+    _idle: dict[tuple, list[SenderProcess]] = {}
     _idle_lock = threading.Lock()
 
     def __init__(self, target):
@@ -247,16 +281,26 @@ class SenderProcess:
         self._errors: collections.deque[str] = collections.deque(maxlen=20)
         debug = bool(os.environ.get("LAB_DEBUG"))
         self.process = subprocess.Popen(
-            SENDER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None if debug else subprocess.PIPE,
-            text=True, encoding="utf-8", errors="replace", bufsize=1, close_fds=True,
-            start_new_session=True)  # Ctrl-C in a terminal is for the training process, which then stops this one
+            SENDER_COMMAND,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None if debug else subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            close_fds=True,
+            start_new_session=True,
+        )  # Ctrl-C in a terminal is for the training process, which then stops this one
         if not debug:
-            threading.Thread(target=self._errors.extend, args=(self.process.stderr,), name="lab-sender-stderr", daemon=True).start()
+            threading.Thread(
+                target=self._errors.extend, args=(self.process.stderr,), name="lab-sender-stderr", daemon=True
+            ).start()
         threading.Thread(target=self._read, name="lab-sender-reports", daemon=True).start()
         self.command(json.dumps({"target": {**dataclasses.asdict(target), "artifact_root": str(target.artifact_root)}}))
 
     @classmethod
-    def get(cls, target) -> "SenderProcess":
+    def get(cls, target) -> SenderProcess:
         """An idle sender already connected to this target, or a new one."""
         with cls._idle_lock:
             idle = cls._idle.get(_pool_key(target), [])
@@ -276,7 +320,7 @@ class SenderProcess:
         for sender in idle:
             sender.stop(grace=1.0)
 
-    def attach(self, journal, on_message: Callable[[dict], None], on_exit: Callable[[str], None]) -> "SenderProcess":
+    def attach(self, journal, on_message: Callable[[dict], None], on_exit: Callable[[str], None]) -> SenderProcess:
         with self._lock:
             self._callbacks = (on_message, on_exit)
             self._detached.clear()
@@ -360,8 +404,10 @@ def check_tags(tags: dict[str, Any]) -> None:
     """A run's team, number and name are the server's to write: refused here, before anything is journalled."""
     for key in tags:
         if is_server_owned_tag(str(key)) or str(key) == RUN_NAME_TAG:
-            raise ConfigError(f"the tag {key} is written by the server only",
-                              "the server records each run's team, number and name; use a tag of your own")
+            raise ConfigError(
+                f"the tag {key} is written by the server only",
+                "the server records each run's team, number and name; use a tag of your own",
+            )
 
 
 def _as_text(value: Any) -> str:

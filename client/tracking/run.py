@@ -9,21 +9,21 @@ import json
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from labclient.store.target import Target, resolve_target, validate_team
 from labclient.config import Settings, get_settings
 from labclient.errors import LabError, LabWarning, ServerUnreachable
+from labclient.models.weights import save_safetensors
+from labclient.store.target import Target, resolve_target, validate_team
+from labclient.store.transport import open_transport
 from labclient.tracking.journal import Journal, new_meta
 from labclient.tracking.recorder import Recorder, SenderProcess, check_tags
 from labclient.tracking.sender import Sender
-from labclient.store.transport import open_transport
-from labclient.models.weights import save_safetensors
 from labserver.names import run_name
 from labserver.tags import DESCRIPTION_TAG, WEIGHTS_BYTES_TAG, WEIGHTS_FORMAT_TAG, WEIGHTS_TAG
-
 
 
 class Run:
@@ -123,7 +123,9 @@ class Run:
         if config:
             self.log_json(config, "config.json", "model")
         entry = self._manifest["model/model.safetensors"]
-        self.set_tags({WEIGHTS_TAG: entry["sha256"], WEIGHTS_BYTES_TAG: entry["size"], WEIGHTS_FORMAT_TAG: "safetensors"})
+        self.set_tags(
+            {WEIGHTS_TAG: entry["sha256"], WEIGHTS_BYTES_TAG: entry["size"], WEIGHTS_FORMAT_TAG: "safetensors"}
+        )
         return path
 
     def draft_diary(self, note: str | None, architecture: str | None, plots: list[str]) -> None:
@@ -153,8 +155,14 @@ class Run:
 
 
 def create_run(
-    team: str | None, *, settings: Settings | None = None, tracking_uri: str | None = None, tags: dict[str, Any] | None = None,
-    offline: bool | None = None, allow_offline: bool = False, sender: SenderProcess | None = None,
+    team: str | None,
+    *,
+    settings: Settings | None = None,
+    tracking_uri: str | None = None,
+    tags: dict[str, Any] | None = None,
+    offline: bool | None = None,
+    allow_offline: bool = False,
+    sender: SenderProcess | None = None,
     on_notice=None,
 ) -> Run:
     """Start a run. `offline` journals it without contacting any server; `allow_offline` keeps going
@@ -178,8 +186,14 @@ def create_run(
                 if not allow_offline:
                     raise
                 unreachable = err.one_line()
-        recorder = Recorder(journal, None if offline else target, drain_timeout=settings.drain_timeout,
-                            keep_journal=settings.journal_keep, sender=sender, on_notice=on_notice or _warn)
+        recorder = Recorder(
+            journal,
+            None if offline else target,
+            drain_timeout=settings.drain_timeout,
+            keep_journal=settings.journal_keep,
+            sender=sender,
+            on_notice=on_notice or _warn,
+        )
     except BaseException:
         journal.discard()
         if sender is not None:
@@ -194,7 +208,11 @@ def _warn(line: str) -> None:
 
 @contextmanager
 def start_run(
-    team: str | None = None, *, note: str | None = None, tracking_uri: str | None = None, tags: dict[str, Any] | None = None,
+    team: str | None = None,
+    *,
+    note: str | None = None,
+    tracking_uri: str | None = None,
+    tags: dict[str, Any] | None = None,
     offline: bool | None = None,
 ) -> Iterator[Run]:
     """A run that ends FINISHED, FAILED on an exception, or KILLED on Ctrl-C. A server that cannot be
@@ -209,4 +227,6 @@ def start_run(
         if run.pending:
             logging.getLogger("labclient").warning(
                 "%s is stored locally in %s and not yet on the tracking store; `labclient sync` sends it",
-                run.name, run.journal_path)
+                run.name,
+                run.journal_path,
+            )

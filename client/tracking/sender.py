@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from labclient.errors import ServerUnreachable
+from labclient.store.transport import Refused
 from labclient.tracking.description import ENTRY_ARTIFACT, RUN_LIMIT, store_run_entry
 from labclient.tracking.draft import draft_entry
 from labclient.tracking.journal import READ_CHUNK
-from labclient.store.transport import Refused
-from labserver.tags import LOCAL_ID_TAG, LOCAL_NAME_TAG
 from labserver.names import run_name
-from labserver.tags import GAPS_TAG
+from labserver.tags import GAPS_TAG, LOCAL_ID_TAG, LOCAL_NAME_TAG
 
 MAX_ENTITIES_PER_BATCH = 1000  # MLflow's limits for one log_batch
 MAX_PARAMS_PER_BATCH = 100
@@ -143,8 +142,10 @@ class Sender:
         self._save({**self.state, "gaps": [list(gap) for gap in gaps]})
         for first, last in sorted(set(missing) - known):
             which = f"event {first} is" if first == last else f"events {first} to {last} are"
-            self.warnings.append(f"{which} damaged in {self.journal.events_path} (unreadable, or its checksum "
-                                 f"fails) and not sent; the run is tagged {GAPS_TAG}={text}")
+            self.warnings.append(
+                f"{which} damaged in {self.journal.events_path} (unreadable, or its checksum "
+                f"fails) and not sent; the run is tagged {GAPS_TAG}={text}"
+            )
 
     def _send(self, group: list) -> None:
         kind = group[0][0]["type"]
@@ -155,7 +156,9 @@ class Sender:
         elif kind == "draft":
             self._draft(group[0][0])
         elif kind == "end":
-            self._timed(self.transport.set_terminated, self.state["run_id"], group[0][0]["status"], group[0][0]["end_time"])
+            self._timed(
+                self.transport.set_terminated, self.state["run_id"], group[0][0]["status"], group[0][0]["end_time"]
+            )
             self.ended_with = group[0][0]["status"]
         # "start" (the copy of meta.json) and kinds of a later journal format: nothing to send
 
@@ -186,14 +189,22 @@ class Sender:
             self._refused(event, Refused(f"its copy in the journal ({path}) is missing or damaged"))
             return
         try:
-            self._timed(self.transport.log_artifact, self.state["run_id"], self.state.get("artifact_uri", ""), path,
-                        event.get("artifact_path"), event.get("sha256"))
+            self._timed(
+                self.transport.log_artifact,
+                self.state["run_id"],
+                self.state.get("artifact_uri", ""),
+                path,
+                event.get("artifact_path"),
+                event.get("sha256"),
+            )
         except Refused as err:
             self._refused(event, err)
 
     def _refused(self, event: dict, err: Exception) -> None:
         self.stats.refused += 1
-        what = event.get("key") or "/".join(filter(None, [event.get("artifact_path"), Path(event.get("file", "")).name]))
+        what = event.get("key") or "/".join(
+            filter(None, [event.get("artifact_path"), Path(event.get("file", "")).name])
+        )
         self.warnings.append(f"not sent: {event['type']} {what!r}: {err}")
 
     def _draft(self, event: dict) -> None:
@@ -201,11 +212,14 @@ class Sender:
         run_id, name = self.state["run_id"], self.run_name
         try:
             logged = self.transport.get_run(run_id)
-            text = draft_entry(logged, note=event.get("note"), architecture=event.get("architecture"), plots=event.get("plots"))
+            text = draft_entry(
+                logged, note=event.get("note"), architecture=event.get("architecture"), plots=event.get("plots")
+            )
             if store_run_entry(_DiaryClient(self.transport, self.state.get("artifact_uri", "")), run_id, name, text):
                 self.warnings.append(
                     f"the diary draft has {len(text):,} characters, more than the {RUN_LIMIT:,} MLflow keeps in a "
-                    f"description: its start is shown, the whole text is {ENTRY_ARTIFACT}")
+                    f"description: its start is shown, the whole text is {ENTRY_ARTIFACT}"
+                )
         except ServerUnreachable:
             raise
         except Exception as err:  # a logged model is worth more than its draft: warn, let the team write it
@@ -241,8 +255,11 @@ def _groups(items: list):
             yield [item]
             continue
         conflict = kind == "param" and params.get(event["key"], event["value"]) != event["value"]
-        full = (len(batch) >= MAX_ENTITIES_PER_BATCH or (kind == "param" and len(params) >= MAX_PARAMS_PER_BATCH)
-                or (kind == "tag" and tags >= MAX_TAGS_PER_BATCH))
+        full = (
+            len(batch) >= MAX_ENTITIES_PER_BATCH
+            or (kind == "param" and len(params) >= MAX_PARAMS_PER_BATCH)
+            or (kind == "tag" and tags >= MAX_TAGS_PER_BATCH)
+        )
         if batch and (conflict or full):  # a changed param goes alone, so the store refuses only it
             yield batch
             batch, params, tags = [], {}, 0

@@ -111,8 +111,12 @@ class SenderLoop:
                 continue
             caught_up = caught_up and not urgent
             now = time.monotonic()
-            due = (not caught_up or backlog or now - last_send >= SEND_INTERVAL_S
-                   or self._unsent_bytes() >= SEND_AFTER_BYTES)
+            due = (
+                not caught_up
+                or backlog
+                or now - last_send >= SEND_INTERVAL_S
+                or self._unsent_bytes() >= SEND_AFTER_BYTES
+            )
             if not due or (now < next_try and not urgent):
                 continue
             last_send = now  # after a failure, wait for the retry time, never spin
@@ -151,12 +155,17 @@ class SenderLoop:
 
     def report(self, error: str | None, fatal: dict | None = None) -> None:
         stats = self.sender.stats
-        message = {"acked": self.sender.acked_seq, "error": error, "requests": stats.requests,
-                   "failures": stats.failures, "refused": stats.refused}
+        message = {
+            "acked": self.sender.acked_seq,
+            "error": error,
+            "requests": stats.requests,
+            "failures": stats.failures,
+            "refused": stats.refused,
+        }
         if self.sender.state != self._reported_state:
             message["state"] = self._reported_state = dict(self.sender.state)
         if len(self.sender.warnings) > self._warned:
-            message["warnings"] = self.sender.warnings[self._warned:]
+            message["warnings"] = self.sender.warnings[self._warned :]
             self._warned = len(self.sender.warnings)
         new = min(stats.requests - self._timed, len(stats.request_seconds))
         if new > 0:
@@ -176,10 +185,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the training process: it ends the run, then stops us
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # whatever a library prints must not corrupt the channel
-    from labclient.tracking.journal import Journal
-    from labclient.tracking.sender import Sender
     from labclient.store.target import Target
     from labclient.store.transport import LazyTransport
+    from labclient.tracking.journal import Journal
+    from labclient.tracking.sender import Sender
 
     ordered = _next_order("target")
     if ordered is None:

@@ -20,13 +20,13 @@ import datetime as dt
 import random
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from labclient.store.target import resolve_target
 from labclient.config import Settings, get_settings
 from labclient.errors import DiskFull, LabError, ServerUnreachable, StoreFull
+from labclient.store.target import resolve_target
 from labclient.tracking.journal import Journal
 from labclient.tracking.journal_scan import UnreadableJournal, scan_journals
 from labserver.names import run_name
@@ -118,9 +118,21 @@ def scan_pending(settings: Settings | None = None) -> tuple[list[PendingRun], li
         else:
             condition = f"interrupted (pid {meta.get('pid')} stopped writing it without ending the run)"
         name = run_name(meta["team"], state["number"]) if state.get("run_id") and state.get("number") else None
-        found.append(PendingRun(meta["local_name"], name, meta["team"], meta["uri"], condition,
-                                dt.datetime.fromtimestamp(meta["created_ms"] / 1000), events, files, size, journal.root,
-                                damaged))
+        found.append(
+            PendingRun(
+                meta["local_name"],
+                name,
+                meta["team"],
+                meta["uri"],
+                condition,
+                dt.datetime.fromtimestamp(meta["created_ms"] / 1000),
+                events,
+                files,
+                size,
+                journal.root,
+                damaged,
+            )
+        )
     return found, unreadable
 
 
@@ -188,8 +200,8 @@ def _send_with_retries(sender, tries: int = 0) -> None:
 
 
 def _sync_one(journal: Journal, settings: Settings, tracking_uri: str | None) -> SyncResult:
-    from labclient.tracking.sender import Sender
     from labclient.store.transport import LazyTransport
+    from labclient.tracking.sender import Sender
 
     meta = journal.meta
     journal.open_for_append()
@@ -198,8 +210,12 @@ def _sync_one(journal: Journal, settings: Settings, tracking_uri: str | None) ->
     if end is None:  # the training process died before it could end the run
         last = max((event.get("timestamp", 0) for event, _ in journal.read_all()), default=0) or meta["created_ms"]
         reason = f"the training process (pid {meta.get('pid')} on {meta.get('host')}) ended without finishing the run"
-        journal.append([{"type": "tag", "key": RECOVERED_TAG, "value": reason},
-                        {"type": "end", "status": "KILLED", "end_time": last}])
+        journal.append(
+            [
+                {"type": "tag", "key": RECOVERED_TAG, "value": reason},
+                {"type": "end", "status": "KILLED", "end_time": last},
+            ]
+        )
         result.recovered = True
     target = resolve_target(settings, tracking_uri or meta["uri"])
     sender = Sender(journal, LazyTransport(target))
@@ -207,4 +223,3 @@ def _sync_one(journal: Journal, settings: Settings, tracking_uri: str | None) ->
     result.name, result.status, result.warnings = sender.run_name, sender.ended_with or end, sender.warnings
     journal.retire(keep=settings.journal_keep)
     return result
-

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from labclient.errors import DatasetError
 from labclient.files import atomic_write
 
@@ -158,7 +159,8 @@ def _download(folder: Path, stems: list[str], mirrors: tuple[str, ...]) -> None:
                 errors.append(f"{mirror}: {getattr(err, 'reason', err)}")
         else:
             raise DatasetError(
-                f"MNIST file {stem} is not in {folder} and could not be downloaded ({'; '.join(errors) or 'no mirror'})",
+                f"MNIST file {stem} is not in {folder} and could not be downloaded "
+                f"({'; '.join(errors) or 'no mirror'})",
                 "put the four IDX files there or pass --data-dir PATH, or train offline with --dataset digits",
             )
 

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labclient.models import compute
-from labclient.training import hardware
-from labclient.store.target import resolve_target, validate_team
-from labclient.config import get_settings
-from labclient.training.data import Dataset, load_dataset
-from labclient.errors import ConfigError, TrainerNotFound, TrainingDiverged
 from pydantic import ValidationError
+
+from labclient.config import get_settings
+from labclient.errors import ConfigError, TrainerNotFound, TrainingDiverged
+from labclient.models import compute
+from labclient.store.target import resolve_target, validate_team
+from labclient.training import hardware
+from labclient.training.data import Dataset, load_dataset
 from labserver.tags import DATASET_TAG, DEVICE_TAG, KIND_TAG, TRAINER_TAG
 
 STEP_FLUSH_EVERY = 50  # read step costs off the device in groups: one sync per group, not per step
@@ -71,7 +72,9 @@ def load_trainer(name: str):
         raise TrainerNotFound(f"unknown trainer {name!r}", f"use one of {', '.join(BUILTIN)} or a path to a .py file")
     missing = [attr for attr in ("Config", "build_model") if not hasattr(module, attr)]
     if missing:
-        raise TrainerNotFound(f"trainer {name} does not define {', '.join(missing)}", "see 'Writing a trainer' in the README")
+        raise TrainerNotFound(
+            f"trainer {name} does not define {', '.join(missing)}", "see 'Writing a trainer' in the README"
+        )
     return module
 
 
@@ -95,6 +98,7 @@ def build_config(trainer, overrides: dict[str, Any]):
 
 def train(options: TrainOptions, reporter=None) -> TrainResult:
     import torch
+
     from labclient.training.progress import Reporter
 
     reporter = reporter or Reporter()
@@ -106,7 +110,9 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
     try:
         device = hardware.resolve_device(options.device)
         reporter.info(f"device: {device}" + (" (picked by --device auto)" if options.device == "auto" else ""))
-        dataset = load_dataset(options.dataset, options.data_dir or settings.data_dir, settings.cache_dir, settings.mnist_mirrors)
+        dataset = load_dataset(
+            options.dataset, options.data_dir or settings.data_dir, settings.cache_dir, settings.mnist_mirrors
+        )
         torch.manual_seed(config.seed)
         model = trainer.build_model(config, dataset.input_shape, dataset.num_classes).to(device)
         figures = compute.measure(model, dataset.input_shape)
@@ -116,8 +122,15 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
             return session.run(None)
         from labclient.tracking.run import create_run
 
-        run = create_run(team, tracking_uri=options.tracking_uri, tags=_run_tags(options, dataset, device),
-                         offline=options.offline, allow_offline=True, sender=sender, on_notice=reporter.warn)
+        run = create_run(
+            team,
+            tracking_uri=options.tracking_uri,
+            tags=_run_tags(options, dataset, device),
+            offline=options.offline,
+            allow_offline=True,
+            sender=sender,
+            on_notice=reporter.warn,
+        )
     except BaseException:
         if sender is not None:
             sender.release()  # the run never started: kept for the next one
@@ -153,10 +166,14 @@ def _early_sender(settings, options: TrainOptions):
 
 def _announce(run, reporter) -> None:
     if run.offline:
-        reporter.info(f"run {run.name} started offline: it is journalled in {run.journal_path}, `labclient sync` publishes it")
+        reporter.info(
+            f"run {run.name} started offline: it is journalled in {run.journal_path}, `labclient sync` publishes it"
+        )
     elif run.unreachable:
-        reporter.warn(f"{run.unreachable}; training goes on: the run is journalled as {run.name} and sent when the server "
-                      "answers (or later by `labclient sync`)")
+        reporter.warn(
+            f"{run.unreachable}; training goes on: the run is journalled as {run.name} and sent when the server "
+            "answers (or later by `labclient sync`)"
+        )
     else:
         reporter.info(f"run {run.name} started")
 
@@ -212,7 +229,9 @@ class _Session:
     def _epoch(self, run, optimizer, generator, epoch: int) -> float:
         steps = _StepLog(run, self.config.log_every, len(self.step_costs), self.reporter)
         started = time.perf_counter()
-        self._api("train_one_epoch")(self.model, optimizer, self.train_x, self.train_y, self.config, generator, steps.add)
+        self._api("train_one_epoch")(
+            self.model, optimizer, self.train_x, self.train_y, self.config, generator, steps.add
+        )
         steps.flush()
         if self.device == "cuda":
             import torch
@@ -293,7 +312,9 @@ class _StepLog:
         self.values.extend(values[: bad + 1])
         if self.run is not None:  # one journal write for the group, not one per step
             skip = -first % self.log_every
-            self.run.log_metric_steps("step_train_cost", values[skip:bad:self.log_every], first + skip, self.log_every)
+            self.run.log_metric_steps(
+                "step_train_cost", values[skip : bad : self.log_every], first + skip, self.log_every
+            )
         if bad < len(values):
             _check_finite(values[bad], first + bad)
         self.reporter.steps(len(values), values[-1])
@@ -302,5 +323,7 @@ class _StepLog:
 def _check_finite(value: float, step: int | None = None) -> None:
     if value != value or value in (float("inf"), float("-inf")):
         where = f" at step {step}" if step is not None else ""
-        raise TrainingDiverged(f"the cost became {value}{where}; training stopped and the run is marked failed",
-                               "learning rate too high? try a smaller --lr")
+        raise TrainingDiverged(
+            f"the cost became {value}{where}; training stopped and the run is marked failed",
+            "learning rate too high? try a smaller --lr",
+        )

@@ -51,7 +51,9 @@ def cost_curve(step_costs: list[float], history: list[dict[str, float]], path: P
     return _save(fig, path)
 
 
-def accuracy_curve(history: list[dict[str, float]], path: Path, title: str = "", train_accuracy: float | None = None) -> Path:
+def accuracy_curve(
+    history: list[dict[str, float]], path: Path, title: str = "", train_accuracy: float | None = None
+) -> Path:
     """Held-out accuracy after each epoch; the final training-set accuracy as a marker shows overfitting."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -114,8 +116,14 @@ def misclassified_grid(images, labels, predictions, path: Path, title: str = "",
     for slot, index in enumerate(chosen):
         row, column = divmod(slot, columns)
         # pixel centres sit at integer coordinates, hence the half-pixel shifts
-        ax.text(column * cell_width + (width - 1) / 2, row * cell_height + (cell_height - height - 1) / 2,
-                f"{labels[index]} -> {predictions[index]}", ha="center", va="center", fontsize=8)
+        ax.text(
+            column * cell_width + (width - 1) / 2,
+            row * cell_height + (cell_height - height - 1) / 2,
+            f"{labels[index]} -> {predictions[index]}",
+            ha="center",
+            va="center",
+            fontsize=8,
+        )
     if not len(chosen):
         ax.text(0.5, 0.5, "no mistakes", ha="center", va="center", transform=ax.transAxes)
     ax.axis("off")

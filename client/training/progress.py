@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from labclient.safe_text import markup
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -13,6 +12,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+
+from labclient.safe_text import markup
 
 
 class Reporter:
@@ -52,7 +53,8 @@ class Reporter:
     def epoch(self, epoch: int, row: dict[str, float]) -> None:
         line = (
             f"epoch {epoch}: training cost {row['epoch_train_cost']:.4f}, held-out cost {row['epoch_test_cost']:.4f}, "
-            f"accuracy {row['epoch_test_accuracy']:.4f}, {row['epoch_time_s']:.1f} s, {row['epoch_samples_per_s']:,.0f} samples/s"
+            f"accuracy {row['epoch_test_accuracy']:.4f}, {row['epoch_time_s']:.1f} s, "
+            f"{row['epoch_samples_per_s']:,.0f} samples/s"
         )
         if self._progress is not None:
             self._progress.console.print(markup(line), highlight=False)

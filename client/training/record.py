@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from labclient.errors import LabError
 from labclient.models import spec
 from labclient.training import hardware
-from labclient.errors import LabError
 from labserver.tags import hardware_tag
 from labserver.units import human_bytes, human_count
 
 
 def log_setup(run, session) -> None:
     config = session.config.model_dump(mode="json")
-    run.log_params({**config, "trainer": session.options.trainer, "device": session.device, **session.dataset.describe()})
+    run.log_params(
+        {**config, "trainer": session.options.trainer, "device": session.device, **session.dataset.describe()}
+    )
     facts = hardware.collect(session.device, _code_path(session.trainer))
     run.set_tags({hardware_tag(key): value for key, value in facts.items()})
     run.log_json(facts, "environment.json")
@@ -82,8 +84,8 @@ def log_results(run, session, result, train_accuracy: float) -> None:
 
 def _log_plots(run, session, train_accuracy: float) -> list[str]:
     """Cost, accuracy, confusion matrix and misclassified digits under plots/; returns their artifact paths."""
-    from labclient.training import plots
     from labclient.tracking.draft import PLOTS  # the draft links the plots by these paths
+    from labclient.training import plots
 
     folder = run.workdir / "plots"
     folder.mkdir(exist_ok=True)
@@ -109,9 +111,10 @@ def check_round_trip(session) -> int:
     import tempfile
 
     import torch
+    from safetensors.torch import load_file
+
     from labclient.models.loading import build_model
     from labclient.models.weights import save_safetensors
-    from safetensors.torch import load_file
 
     described = model_spec(session)
     with tempfile.TemporaryDirectory() as folder:
@@ -142,7 +145,12 @@ def summary_rows(result) -> list[tuple[str, str]]:
         ("device", result.device),
     ]
     if result.weights_file_bytes:
-        rows.append(("weights file", f"{human_bytes(result.weights_file_bytes)} (tensors alone: {human_bytes(figures.weights_bytes)})"))
+        rows.append(
+            (
+                "weights file",
+                f"{human_bytes(result.weights_file_bytes)} (tensors alone: {human_bytes(figures.weights_bytes)})",
+            )
+        )
     if result.url:
         rows.append(("see it", result.url))
     return rows

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import labmigrations
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+
+import labmigrations
 from labserver.db.models import Base
 from labserver.store import engine_for
 
@@ -103,7 +104,9 @@ def outdated_parts(db_uri: str) -> list[str]:
         outdated.append("mlflow")
     auth_head = Scripts.from_config(auth_alembic_config(db_uri)).get_current_head()
     with engine.connect() as connection:
-        auth_current = MigrationContext.configure(connection, opts={"version_table": "alembic_version_auth"}).get_current_revision()
+        auth_current = MigrationContext.configure(
+            connection, opts={"version_table": "alembic_version_auth"}
+        ).get_current_revision()
     if auth_current != auth_head:
         outdated.append("auth")
     if not is_lab_schema_current(db_uri):
