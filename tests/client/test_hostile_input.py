@@ -2,7 +2,7 @@
 ever reaches the user), a full disk while caching, and how tokens are compared.
 
 Malicious pickles, hostile weight files and escaping artifact paths have their own tests
-(test_loading.py, test_cache.py, test_push.py, tests/server/test_server_access.py).
+(models/test_loading.py, exchange/test_cache.py, exchange/test_push.py, tests/server/test_server_access.py).
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import re
 import string
 
 import pytest
-from exchange_support import exchange_lab, lab  # noqa: F401  (fixtures)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labclient.store import refs
 from labclient.config import reset_settings
 from labclient.errors import InvalidReference
+from labclient.store import refs
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # what a shell can pass as an argument: any text but NUL and lone surrogates
@@ -64,6 +63,8 @@ def test_parse_reads_back_every_well_formed_reference(team, number, padding):
     assert (parsed.team, parsed.number, parsed.selector) == (team, number, "number")
 
 
+# slow: it fetches from the runs that the session's exchange_lab fixture trains (tests/client/conftest.py)
+@pytest.mark.slow
 @pytest.mark.usefixtures("lab")
 @FUZZ
 @given(st.one_of(ARGUMENT, st.builds(lambda team, tail: f"{team}/{tail}", TEAMS, ARGUMENT)))
@@ -126,6 +127,8 @@ def test_a_config_error_names_the_setting_and_the_remedy(cli, isolated_lab, line
 
 
 # --- a full disk while caching --------------------------------------------------------------------------
+# slow: it fetches from the store of trained runs (exchange_lab)
+@pytest.mark.slow
 def test_disk_full_while_caching_is_one_line_and_leaves_no_entry(cli, lab, isolated_lab, monkeypatch):
     from labclient.exchange import cache
 

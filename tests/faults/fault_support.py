@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from servers import BIN
+from tests.servers import BIN
 
 
 def events_of(folder: Path) -> list[dict]:

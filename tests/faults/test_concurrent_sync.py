@@ -12,11 +12,11 @@ import re
 import subprocess
 
 import pytest
-from fault_support import events_of, lab_env, point_at, points
 from mlflow.tracking import MlflowClient
 
 from labclient.tracking.run import create_run
-from servers import BIN, sqlite_lab_server
+from tests.faults.fault_support import events_of, lab_env, point_at, points
+from tests.servers import BIN, sqlite_lab_server
 
 pytestmark = pytest.mark.slow
 

@@ -18,11 +18,20 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 import requests
-from fault_support import (acked, assert_exactly_once, events_of, lab_env, one_journal, point_at, stop, trainer,
-                           wait_for)
 from sqlalchemy.engine import make_url
 
-from servers import PG_ADMIN_URI, LabServer, create_database, drop_database, run_labserver
+from tests.faults.fault_support import (
+    acked,
+    assert_exactly_once,
+    events_of,
+    lab_env,
+    one_journal,
+    point_at,
+    stop,
+    trainer,
+    wait_for,
+)
+from tests.servers import PG_ADMIN_URI, LabServer, create_database, drop_database, run_labserver
 
 pytestmark = pytest.mark.slow
 

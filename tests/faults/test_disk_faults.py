@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from fault_support import assert_exactly_once, events_of, lab_env, labclient, one_journal
 
 from labclient.errors import LabWarning
+from tests.faults.fault_support import assert_exactly_once, events_of, lab_env, labclient, one_journal
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 import pytest
-from fault_support import assert_exactly_once, events_of
 from mlflow.tracking import MlflowClient
 
 from labclient.tracking.run import create_run
+from tests.faults.fault_support import assert_exactly_once, events_of
 
 pytestmark = pytest.mark.slow
 

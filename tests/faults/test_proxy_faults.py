@@ -18,13 +18,22 @@ import warnings
 from pathlib import Path
 
 import pytest
-from fault_proxy import FaultProxy
-from fault_support import (acked, assert_exactly_once, events_of, lab_env, one_journal, point_at, stop, trainer,
-                           wait_for)
 from mlflow.tracking import MlflowClient
 
 from labclient.errors import LabWarning
-from servers import run_labserver, sqlite_lab_server
+from tests.faults.fault_proxy import FaultProxy
+from tests.faults.fault_support import (
+    acked,
+    assert_exactly_once,
+    events_of,
+    lab_env,
+    one_journal,
+    point_at,
+    stop,
+    trainer,
+    wait_for,
+)
+from tests.servers import run_labserver, sqlite_lab_server
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from labclient.models.weights import sha256_file
-from servers import BIN, LabServer, run_labserver
+from tests.servers import BIN, LabServer, run_labserver
 
 pytestmark = pytest.mark.slow
 
@@ -232,9 +232,9 @@ def test_trainer_killed_mid_run_then_sync(cli, on_server, isolated_lab, mnist_di
 
 # --- resending after lost acknowledgements, against the real server ------------------------------------
 def test_lost_acknowledgements_and_a_lost_create_answer_duplicate_nothing(on_server, isolated_lab):
+    from labclient.store.transport import open_transport
     from labclient.tracking.run import create_run
     from labclient.tracking.sender import Sender
-    from labclient.store.transport import open_transport
 
     _up(on_server)
     run = create_run(TEAM)

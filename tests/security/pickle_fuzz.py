@@ -43,10 +43,10 @@ def main(examples: int, seed: int, last: Path) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as use_seed
     from hypothesis import strategies as st
-
-    from labclient.models import safe_pickle
-    from labclient.errors import UnsafePickle, WeightsFormatError
     from loader_state import changed, snapshot  # beside this script
+
+    from labclient.errors import UnsafePickle, WeightsFormatError
+    from labclient.models import safe_pickle
 
     def check_plain(value) -> None:
         """Written apart from safe_pickle's own check: what a caller may ever receive."""

@@ -19,7 +19,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from labserver.throttle import LoginThrottle
-from servers import BIN
+from tests.servers import BIN
 
 pytestmark = pytest.mark.slow
 

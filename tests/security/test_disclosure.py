@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from labclient.safe_text import markup, one_line, printable
-from servers import BIN, LabServer, run_labserver
+from tests.servers import BIN, LabServer, run_labserver
 
 HOSTILE = "[link=http://evil.example]red[/link] \x1b]0;pwned\x07\x1b[2J\u202eevil\x1b]8;;http://evil.example\x07x\x1b]8;;\x07"
 FORBIDDEN_BYTES = (b"\x1b]0;pwned", b"\x1b]8;;http://evil.example", b"\x1b[2J", "\u202e".encode())

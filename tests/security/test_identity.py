@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
-from labclient.store import refs
 from labclient.diary.entries import _listing
+from labclient.store import refs
 from labserver.leaderboard import PLATFORM_METRICS, UnknownMetric, leaderboard_rows
 from labserver.leaderboard_page import render
-from servers import BIN
+from tests.servers import BIN
 
 WEIGHTS = {"0.weight": np.ones((10, 64), dtype=np.float32), "0.bias": np.zeros(10, dtype=np.float32)}
 
@@ -251,7 +251,7 @@ def test_team_names_are_matched_whole():
 
 
 def test_labserver_refuses_a_team_name_with_a_trailing_newline(tmp_path):
-    from servers import LabServer, run_labserver
+    from tests.servers import LabServer, run_labserver
 
     server = LabServer(home=tmp_path, db_uri=f"sqlite:///{tmp_path / 'db.sqlite'}", artifacts=str(tmp_path / "a"))
     output = run_labserver(server, "team", "add", "red\n", check=False)

@@ -26,7 +26,7 @@ LAYOUT = "workflowType=machine_learning"
 @pytest.fixture(scope="module")
 def lab_server(tmp_path_factory):
     """A server of their own: these tests rank and edit runs, so other tests' runs must stay out."""
-    from servers import sqlite_lab_server
+    from tests.servers import sqlite_lab_server
 
     server = sqlite_lab_server(tmp_path_factory.mktemp("browser-server"))
     yield server
@@ -270,8 +270,8 @@ def _page_rows(page) -> list[dict]:
 def test_the_leaderboard_page_lists_each_teams_best_run(lab_server, trained, page_as, shots):
     from playwright.sync_api import expect
 
-    from labserver.units import human_count
     from labserver import leaderboard_page
+    from labserver.units import human_count
 
     markup = 'cpu <b id="injected">bold</b><script>window.injected = 1</script>'
     blue = trained["blue"]["info"]["run_id"]

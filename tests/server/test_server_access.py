@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
@@ -156,7 +155,7 @@ def test_uploads_outside_a_run_folder_are_refused(lab_server, red_run):
 
 
 def test_rotated_and_removed_tokens_stop_working_at_once(lab_server):
-    from servers import run_labserver
+    from tests.servers import run_labserver
 
     token = lab_server.add_team("short-lived")
     whoami = lambda t: requests.get(lab_server.url + "/api/2.0/lab/whoami", auth=("short-lived", t), timeout=10)  # noqa: E731
@@ -176,7 +175,7 @@ def test_rotated_and_removed_tokens_stop_working_at_once(lab_server):
 def test_team_admin_errors_are_one_line(lab_server):
     import subprocess
 
-    from servers import BIN, run_labserver
+    from tests.servers import BIN, run_labserver
 
     # once as a real process: what an instructor sees in a terminal
     real = subprocess.run([str(BIN / "labserver"), "team", "add", "red", "--backend-store-uri", lab_server.db_uri],

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from labserver.db import migrate
-from servers import BIN, LabServer
+from tests.servers import BIN, LabServer
 
 pytestmark = pytest.mark.slow
 

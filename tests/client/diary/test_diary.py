@@ -13,11 +13,10 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
-from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
 from labclient.diary import entries as diary
-from labserver.units import human_bytes
 from labclient.errors import RunNotFound
+from labserver.units import human_bytes
 
 pytestmark = pytest.mark.usefixtures("migrated_store")
 NOTE = "Baseline first: plain SGD, no tricks."
@@ -70,6 +69,7 @@ def fake_editor(tmp_path, monkeypatch):
 
 
 # --- the draft ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_training_drafts_the_entry(cli, embedded_uri):
     _train(cli, "blue", "--note", NOTE, "--lr", "0.3")
     client, run = _run(embedded_uri, "blue/run-1")
@@ -104,6 +104,7 @@ def test_training_drafts_the_entry(cli, embedded_uri):
     assert text.endswith("## What we learned\n")  # the team's section, left empty
 
 
+@pytest.mark.slow
 def test_the_textbook_network_gets_the_quadratic_cost_explained(cli, embedded_uri):
     result = cli("train", "--team", "blue", "--trainer", "mnist-mlp", "--dataset", "digits", "--epochs", "1")
     assert result.exit_code == 0, result.output
@@ -113,6 +114,7 @@ def test_the_textbook_network_gets_the_quadratic_cost_explained(cli, embedded_ur
     assert "Linear(64→30) → Sigmoid → Linear(30→10) → Sigmoid" in text
 
 
+@pytest.mark.slow
 def test_a_draft_too_long_for_mlflow_keeps_the_whole_note(cli, embedded_uri, tmp_path):
     long_note = "\n\n".join(f"Paragraph {index}: " + "the cost went down, then up. " * 12 for index in range(40))
     assert len(long_note) > diary.RUN_LIMIT
@@ -130,17 +132,18 @@ def test_a_draft_too_long_for_mlflow_keeps_the_whole_note(cli, embedded_uri, tmp
 
 DRAFT_REFUSED = """
 from mlflow.exceptions import MlflowException
-from labclient.diary import entries as diary
+from labclient.tracking import sender
 
 def broken(*args, **kwargs):
     raise MlflowException("the store is read-only")
 
-diary.store_run_entry = broken
+sender.store_run_entry = broken  # the name the sender calls (labclient.tracking.description's function)
 import runpy
 runpy.run_module("labclient.tracking.sender_process", run_name="__main__", alter_sys=True)
 """
 
 
+@pytest.mark.slow
 def test_a_failed_draft_never_fails_the_training(cli, embedded_uri, monkeypatch):
     from labclient.tracking import recorder
 
@@ -186,6 +189,7 @@ def test_append_adds_dated_paragraphs_in_order(embedded_uri):
     assert diary.read_entry(name).text == entry.text
 
 
+@pytest.mark.slow
 def test_edit_saves_what_the_editor_wrote(cli, embedded_uri, fake_editor):
     _train(cli, "blue", "--note", NOTE)
     fake_editor(0)

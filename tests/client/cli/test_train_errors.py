@@ -80,6 +80,7 @@ def test_cuda_without_cuda_is_an_error_not_a_fallback(cli, isolated_lab, monkeyp
     assert _no_runs(isolated_lab)
 
 
+@pytest.mark.slow
 def test_nan_cost_stops_and_marks_the_run_failed(cli, isolated_lab, embedded_uri):
     result = cli("train", "--team", "blue", "--trainer", "logreg", "--dataset", "digits", "--lr", "1e38", "--epochs", "3")
     _assert_clean_error(result, "learning rate too high")

@@ -54,7 +54,7 @@ def test_mnist_mlp_trains_and_logs_everything(cli, mnist_dir, embedded_uri, tmp_
     for key in ("lab.hw.cpu.model", "lab.hw.cpu.cores", "lab.hw.memory_gb", "lab.hw.torch", "lab.hw.python", "lab.hw.os", "lab.hw.mlflow"):
         assert tags.get(key), key
     assert tags["lab.hw.device"] == "cpu" and tags["lab.team"] == "blue" and tags["lab.run_number"] == "1"
-    # the description is the drafted dev-diary entry, with the team's --note inside it (tests/client/test_diary.py)
+    # the description is the drafted dev-diary entry, with the team's --note inside it (tests/client/diary/test_diary.py)
     assert tags["mlflow.note.content"].startswith("# blue/run-1: mnist-mlp on mnist")
     assert "## Our note\n\nfirst try\n" in tags["mlflow.note.content"]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
 from labclient.errors import TrackingError
 from labclient.tracking.recorder import SenderProcess

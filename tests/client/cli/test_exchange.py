@@ -5,7 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from exchange_support import exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
+import pytest
+
+from tests.client.exchange_support import one_line_error, run_of
+
+# every test reads the runs that the session's exchange_lab fixture trains (tests/client/conftest.py)
+pytestmark = pytest.mark.slow
 
 
 def test_fetch_prints_what_where_and_how_to_compare(cli, lab):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 from PIL import Image
 
 from labclient.training import plots
@@ -74,6 +73,7 @@ def test_misclassified_grid_without_mistakes(tmp_path):
     _assert_small_png(path, min_size=(100, 50))
 
 
+@pytest.mark.slow
 def test_training_logs_every_plot(cli, embedded_uri, tmp_path):
     result = cli("train", "--team", "blue", "--trainer", "logreg", "--dataset", "digits", "--epochs", "2")
     assert result.exit_code == 0, result.output

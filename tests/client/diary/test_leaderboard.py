@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
 import labclient
 from labserver.leaderboard import UnknownMetric, leaderboard_rows, lower_is_better, metric_key
@@ -85,6 +84,7 @@ def test_cli_table_and_json(lab, cli, embedded_uri):
                             "device", "trained_at"}
 
 
+@pytest.mark.slow
 def test_a_real_training_run_ranks_with_its_figures(cli, embedded_uri):
     result = cli("train", "--team", "blue", "--trainer", "logreg", "--dataset", "digits", "--epochs", "1")
     assert result.exit_code == 0, result.output

@@ -8,11 +8,14 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from exchange_support import Evil, exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
 from mlflow.tracking import MlflowClient
 
 from labclient.exchange import fetch as exchange
 from labclient.training.data import load_dataset, load_mnist
+from tests.client.exchange_support import Evil, one_line_error, run_of
+
+# every test reads the runs that the session's exchange_lab fixture trains (tests/client/conftest.py)
+pytestmark = pytest.mark.slow
 
 
 class Network:

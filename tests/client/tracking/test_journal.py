@@ -14,16 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
-from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
-from labclient.tracking import journal as journal_module
 from labclient.config import get_settings
 from labclient.errors import DiskFull, TrackingError
+from labclient.store.transport import open_transport
+from labclient.tracking import journal as journal_module
 from labclient.tracking.journal import Journal, pending_journals
 from labclient.tracking.run import create_run
 from labclient.tracking.sender import Sender
 from labclient.tracking.sync import pending_runs, sync_pending
-from labclient.store.transport import open_transport
 
 TRAIN = ("train", "--team", "blue", "--trainer", "mnist-mlp", "--dataset", "digits", "--epochs", "1", "--device", "cpu")
 
@@ -149,6 +148,7 @@ def test_a_torn_last_line_is_ignored_and_cut_before_appending(isolated_lab):
 
 
 # --- offline runs, status and sync ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_offline_training_touches_no_store_and_sync_publishes_it(cli, isolated_lab, embedded_uri, tmp_path):
     trained = cli(*TRAIN, "--offline", "--note", "trained on the train")
     assert trained.exit_code == 0, trained.output
@@ -263,6 +263,7 @@ def _disk_full_after(writes: int):
         yield
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("migrated_store")
 def test_disk_full_while_journalling_is_one_line_and_the_journal_stays_readable(cli, isolated_lab, embedded_uri):
     with _disk_full_after(6):  # setup takes 5 writes, the step costs one per 50 steps: fails mid-epoch
@@ -295,8 +296,9 @@ def test_disk_full_while_copying_an_artifact(isolated_lab, tmp_path):
 
 
 # --- a server that is down from the start --------------------------------------------------------------
+@pytest.mark.slow
 def test_unreachable_server_at_start_trains_and_keeps_the_run_pending(cli, isolated_lab, monkeypatch):
-    from servers import free_port
+    from tests.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("LAB_TRACKING_URI", url)

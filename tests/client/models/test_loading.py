@@ -14,11 +14,11 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from exchange_support import Evil
 from safetensors.torch import save_file
 
-from labclient.models import loading, safe_pickle
 from labclient.errors import ArchitectureError, UnsafePickle, WeightsFormatError
+from labclient.models import loading, safe_pickle
+from tests.client.exchange_support import Evil
 
 
 class Network:

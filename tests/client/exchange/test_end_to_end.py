@@ -12,8 +12,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-from labclient.models import spec
 from labclient.exchange.cache import store_key
+from labclient.models import spec
 from labclient.training.data import load_mnist
 
 pytestmark = pytest.mark.slow

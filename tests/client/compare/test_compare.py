@@ -9,14 +9,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from exchange_support import exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
 from safetensors.numpy import load_file
 
-from labclient.exchange import fetch as exchange
 from labclient.compare import stats
 from labclient.compare.core import compare_loaded
 from labclient.compare.models import Side
+from labclient.exchange import fetch as exchange
 from labclient.training.data import load_dataset
+from tests.client.exchange_support import one_line_error, run_of
 
 TOP_LEVEL_KEYS = {
     "format", "models", "hyperparameters", "training", "evaluation", "generalisation", "weights",
@@ -89,6 +89,8 @@ def _side(key: str, reference: str) -> Side:
     return Side(key, fetched, fetched.load_model())
 
 
+# slow: the tests below read the runs that the session's exchange_lab fixture trains (tests/client/conftest.py)
+@pytest.mark.slow
 def test_compare_two_runs_against_independent_values(cli, lab, tmp_path):
     report = tmp_path / "out" / "report.md"
     result = cli("compare", "red/run-2", "blue/run-1", "--json", "--report", str(report))
@@ -143,6 +145,7 @@ def test_compare_two_runs_against_independent_values(cli, lab, tmp_path):
         assert f"report_files/{figure}.png" in report.read_text()
 
 
+@pytest.mark.slow
 def test_a_model_against_itself(lab):
     a, b = _side("a", "red/run-2"), _side("b", "red/run-2")
     data = compare_loaded(a, b, load_dataset("digits", None, None)).data
@@ -154,6 +157,7 @@ def test_a_model_against_itself(lab):
     assert not data["hyperparameters"]["differing"]
 
 
+@pytest.mark.slow
 def test_rotating_hidden_units_keeps_cka_at_one(cli, lab, tmp_path):
     """Permuting hidden units (an orthogonal map that sigmoid commutes with) gives the same function."""
     entry = exchange.fetch("red/run-2").entry
@@ -170,6 +174,7 @@ def test_rotating_hidden_units_keeps_cka_at_one(cli, lab, tmp_path):
     assert data["weights"]["same_architecture"] and data["weights"]["layers"][0]["l2_distance"] > 1.0
 
 
+@pytest.mark.slow
 def test_different_architectures(lab):
     data = compare_loaded(_side("a", "red/run-1"), _side("b", "red/run-2"), load_dataset("digits", None, None)).data
     weights = data["weights"]
@@ -182,6 +187,7 @@ def test_different_architectures(lab):
     assert data["compute"]["a"]["parameters"] == 650 and data["compute"]["b"]["parameters"] == 2260
 
 
+@pytest.mark.slow
 def test_a_wrong_claim_is_flagged(cli, lab):
     import labclient
 
@@ -197,6 +203,7 @@ def test_a_wrong_claim_is_flagged(cli, lab):
     assert any("boasters/run-1 claims 0.9900" in line for line in data["summary"])
 
 
+@pytest.mark.slow
 def test_default_references(cli, lab):
     one_line_error(cli("compare", "--team", "blue"), "nothing has been fetched yet", "labclient fetch")
     exchange.fetch("red/run-1")
@@ -205,6 +212,7 @@ def test_default_references(cli, lab):
     one_line_error(cli("compare", "red/run-2"), "no team", "LAB_TEAM")
 
 
+@pytest.mark.slow
 def test_log_stores_a_note_and_artifacts(cli, lab, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -227,6 +235,7 @@ def test_log_stores_a_note_and_artifacts(cli, lab, tmp_path):
     one_line_error(cli("fetch", "notes/latest"), "no finished run with weights")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "references, fragments",
     [
@@ -239,6 +248,7 @@ def test_bad_comparisons_are_one_line(cli, lab, references, fragments):
     one_line_error(cli("compare", *references), *fragments)
 
 
+@pytest.mark.slow
 def test_different_label_sets_are_refused(cli, lab, tmp_path):
     import pickle
 
@@ -248,6 +258,7 @@ def test_different_label_sets_are_refused(cli, lab, tmp_path):
     one_line_error(cli("compare", "five-classes/run-1", "red/run-2"), "predicts 5 classes but red/run-2 predicts 10", "label sets differ")
 
 
+@pytest.mark.slow
 def test_corrupt_cache_entry_during_compare(cli, lab):
     fetched = exchange.fetch("red/run-2")
     fetched.entry.weights_path.resolve().write_bytes(b"garbage")
@@ -268,7 +279,7 @@ def test_overfitting_flag():
 def test_readme_documents_the_json_keys():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     section = readme.split("**`--json` keys**", 1)[1].split("\n## ", 1)[0]
     evaluation_keys = {"accuracy", "cost", "per_class_accuracy", "confusion", "claimed_accuracy", "claim_flagged", "mcnemar_p", "agreement"}
     for key in TOP_LEVEL_KEYS | evaluation_keys:

@@ -12,8 +12,8 @@ from functools import partial
 import numpy as np
 import pytest
 
-from labclient.training import data
 from labclient.errors import DatasetError
+from labclient.training import data
 
 
 def test_reads_the_shared_split(mnist_dir, tmp_path):
