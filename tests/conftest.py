@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # tests/servers.py
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_datasets() -> Path:
     override = os.environ.get("LAB_TEST_DATASETS")
-    for candidate in ([Path(override)] if override else []) + [REPO.parent / "shared" / "datasets", REPO / "shared" / "datasets"]:
+    for candidate in ([Path(override)] if override else []) + [
+        REPO.parent / "shared" / "datasets",
+        REPO / "shared" / "datasets",
+    ]:
         if (candidate / "mnist-10k").is_dir():
             return candidate
-    pytest.fail("the MNIST test data is missing: expected ../shared/datasets/mnist-10k beside the repo (or set LAB_TEST_DATASETS)")
+    pytest.fail(
+        "the MNIST test data is missing: expected ../shared/datasets/mnist-10k beside the repo (or set "
+        "LAB_TEST_DATASETS)"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +84,7 @@ def cli():
 
 @pytest.fixture(scope="session")
 def postgres():
-    from servers import ensure_postgres
+    from tests.servers import ensure_postgres
 
     ensure_postgres()
 
@@ -89,7 +92,7 @@ def postgres():
 @pytest.fixture
 def pg_uri(postgres):
     """A throwaway PostgreSQL database, dropped after the test."""
-    from servers import create_database, drop_database
+    from tests.servers import create_database, drop_database
 
     uri = create_database()
     yield uri
@@ -98,7 +101,7 @@ def pg_uri(postgres):
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
-    from servers import start_s3, stop_group
+    from tests.servers import start_s3, stop_group
 
     server = start_s3(tmp_path_factory.mktemp("s3"))
     yield server
@@ -108,7 +111,7 @@ def s3(tmp_path_factory):
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory):
     """labserver on a SQLite store and a local artifact folder, with teams red and blue."""
-    from servers import sqlite_lab_server
+    from tests.servers import sqlite_lab_server
 
     server = sqlite_lab_server(tmp_path_factory.mktemp("labserver"))
     yield server
@@ -118,12 +121,12 @@ def lab_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def lab_server_pg_s3(tmp_path_factory, postgres, s3):
     """labserver on the real PostgreSQL and an S3 server on loopback, with teams red and blue."""
-    from servers import create_database, drop_database
+    from tests.servers import create_database, drop_database
 
     home = tmp_path_factory.mktemp("labserver-pg")
     db_uri = create_database()
     env = {**s3.env, "LAB_SERVER_ADMIN_TOKEN": "lab_admin_test_token_0123"}
-    from servers import LabServer, run_labserver
+    from tests.servers import LabServer, run_labserver
 
     server = LabServer(home=home, db_uri=db_uri, artifacts=f"s3://{s3.bucket}/artifacts", env=env)
     run_labserver(server, "db", "upgrade")

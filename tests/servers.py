@@ -85,12 +85,23 @@ class LabServer:
         env.update(LAB_SERVER_HOME=str(self.home), PYTHONUNBUFFERED="1", **self.env)
         return env
 
-    def start(self, timeout: float = 120) -> "LabServer":
+    def start(self, timeout: float = 120) -> LabServer:
         self.home.mkdir(parents=True, exist_ok=True)
-        command = [str(BIN / "labserver"), "serve", "--backend-store-uri", self.db_uri, "--artifacts-destination",
-                   self.artifacts, "--port", str(self.port), *self.extra_args]
+        command = [
+            str(BIN / "labserver"),
+            "serve",
+            "--backend-store-uri",
+            self.db_uri,
+            "--artifacts-destination",
+            self.artifacts,
+            "--port",
+            str(self.port),
+            *self.extra_args,
+        ]
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, env=self.process_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=self.process_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         wait_for(f"{self.url}/health", timeout, self.process, self.log)
         return self
 
@@ -119,8 +130,12 @@ ADMIN_TOKEN = "lab_admin_test_token_0123"
 
 def sqlite_lab_server(home: Path, teams: tuple[str, ...] = ("red", "blue")) -> LabServer:
     """A started labserver on SQLite and local artifacts in `home`, with the given teams."""
-    server = LabServer(home=home, db_uri=f"sqlite:///{home / 'mlflow.db'}", artifacts=str(home / "artifacts"),
-                       env={"LAB_SERVER_ADMIN_TOKEN": ADMIN_TOKEN})
+    server = LabServer(
+        home=home,
+        db_uri=f"sqlite:///{home / 'mlflow.db'}",
+        artifacts=str(home / "artifacts"),
+        env={"LAB_SERVER_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
     server.start()
     for team in teams:
         server.add_team(team)
@@ -187,22 +202,35 @@ class S3Server:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                            region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
 
 
 def start_s3(log_dir: Path) -> S3Server:
     port = free_port()
     log = log_dir / "moto.log"
     with open(log, "ab") as handle:
-        process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=handle,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = S3Server(port, process)
     wait_for(server.endpoint, 60, process, log)
     server.client().create_bucket(Bucket=server.bucket)

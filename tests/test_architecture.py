@@ -15,10 +15,14 @@ PACKAGES = {"labclient": "client", "labserver": "server", "labtrainers": "traine
 # labclient's layers, top to bottom; a module may import its own subpackage, or any layer below its own
 LAYERS = {
     "labclient.cli": 5,
-    "labclient.training": 4, "labclient.exchange": 4, "labclient.compare": 4, "labclient.diary": 4,
+    "labclient.training": 4,
+    "labclient.exchange": 4,
+    "labclient.compare": 4,
+    "labclient.diary": 4,
     "labtrainers": 3.5,  # trainers are plugins the training loop runs; they may use the models layer
     "labclient.tracking": 3,
-    "labclient.store": 2, "labclient.models": 2,
+    "labclient.store": 2,
+    "labclient.models": 2,
     "labclient": 1,  # the core: errors, config, paths, files, safe_text
     "labserver": 0,  # what both the server and the client may rely on: tag and team names, routes, errors
     "labmigrations": -1,
@@ -125,13 +129,16 @@ def test_no_package_cycles():
     packages: dict[str, set[str]] = {}
     for module, targets in GRAPH.items():
         packages.setdefault(_package(module), set()).update(
-            _package(target) for target in targets if _package(target) != _package(module))
+            _package(target) for target in targets if _package(target) != _package(module)
+        )
     assert _cycles(packages) == []
 
 
 def test_the_server_and_the_migrations_never_import_the_client():
     offending = sorted(
-        f"{module} -> {target}" for module, targets in GRAPH.items() for target in targets
+        f"{module} -> {target}"
+        for module, targets in GRAPH.items()
+        for target in targets
         if module.startswith(("labserver", "labmigrations")) and target.startswith(("labclient", "labtrainers"))
     )
     assert offending == []

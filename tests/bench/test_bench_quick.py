@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-RAN = {"overhead": "1. Tracking overhead", "throughput": "2. Trainer throughput", "logging": "3. Logging latency", "cli": "6. CLI start-up"}
+RAN = {
+    "overhead": "1. Tracking overhead",
+    "throughput": "2. Trainer throughput",
+    "logging": "3. Logging latency",
+    "cli": "6. CLI start-up",
+}
 OTHERS = {"exchange": "4. Exchange", "server-load": "5. Server load", "slow-server": "7. Slow server"}
 UNITS = {"×": 1.0, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 
@@ -38,7 +43,10 @@ def test_smoke_run_reports_every_section_with_numeric_figures(tmp_path, mnist_di
     output = tmp_path / "RESULTS.md"
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--output", str(output), "--data-dir", str(mnist_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=280,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     text = output.read_text()
@@ -61,7 +69,9 @@ def test_smoke_run_reports_every_section_with_numeric_figures(tmp_path, mnist_di
         assert lost and all(cell.strip() == "0 points" for cell in lost), (name, lost)
     # the summary lists each figure that has a target, with a verdict
     summary = text.split("## Targets", 1)[1].split("<!-- bench:", 1)[0]
-    assert re.search(r"\| 2 \| ours / in-memory loop, batch 128 \| [\d.]+× \| >= 0\.950× \| \*\*(yes|NO)\*\* \|", summary)
+    assert re.search(
+        r"\| 2 \| ours / in-memory loop, batch 128 \| [\d.]+× \| >= 0\.950× \| \*\*(yes|NO)\*\* \|", summary
+    )
 
 
 def test_a_partial_run_replaces_only_its_own_blocks(tmp_path, monkeypatch):
@@ -75,7 +85,13 @@ def test_a_partial_run_replaces_only_its_own_blocks(tmp_path, monkeypatch):
     first = {b.NAME: (Section(b.NUMBER, b.TITLE, figures=[Figure("old", stats([1.5]))]), True) for b in BENCHMARKS}
     runner._write(args, BENCHMARKS, first, 1.0, (0.0, 0.0))
     args = runner.parse_args(["cli", "--smoke", "--output", str(output)])
-    runner._write(args, BENCHMARKS, {"cli": (Section(6, "CLI start-up", figures=[Figure("new", stats([0.5]))]), True)}, 1.0, (0.0, 0.0))
+    runner._write(
+        args,
+        BENCHMARKS,
+        {"cli": (Section(6, "CLI start-up", figures=[Figure("new", stats([0.5]))]), True)},
+        1.0,
+        (0.0, 0.0),
+    )
     text = output.read_text()
     assert figure_medians(block(text, "cli")) == {"new": 0.5}
     assert figure_medians(block(text, "throughput")) == {"old": 1.5}

@@ -9,6 +9,8 @@ Teams and runs (digits unless noted, trained in-process by labclient's own train
     mallory/run-1  a pushed numpy network whose weights file was altered in the artifact store after upload
     mallory/run-2  weights uploaded as a malicious pickle (its __reduce__ would create PWNED_FETCH)
 Tests read it; each test gets its own cache (LAB_CACHE_DIR from the autouse isolated_lab fixture).
+The fixtures `exchange_lab` and `lab` that build and share it are in tests/client/conftest.py; this module
+keeps the plain helpers, imported normally (`from tests.client.exchange_support import run_of`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ import numpy as np
 import pytest
 
 from labclient.exchange.push import push
-
-_BUILT: dict[str, "ExchangeLab"] = {}
 
 
 @dataclass
@@ -45,14 +45,16 @@ class Evil:
 
 
 def _train(team: str, trainer: str, dataset: str = "digits", data_dir: Path | None = None, **overrides) -> None:
-    from labclient.training.progress import Reporter
     from labclient.training.loop import TrainOptions, train
+    from labclient.training.progress import Reporter
 
-    options = TrainOptions(team=team, trainer=trainer, dataset=dataset, data_dir=data_dir, device="cpu", overrides=overrides)
+    options = TrainOptions(
+        team=team, trainer=trainer, dataset=dataset, data_dir=data_dir, device="cpu", overrides=overrides
+    )
     train(options, reporter=Reporter(quiet=True))
 
 
-def _build(root: Path, mnist_dir: Path) -> ExchangeLab:
+def build(root: Path, mnist_dir: Path) -> ExchangeLab:
     import labclient
     from labclient.config import reset_settings
 
@@ -71,7 +73,9 @@ def _build(root: Path, mnist_dir: Path) -> ExchangeLab:
         _train("blue", "mnist-mlp", epochs=2, hidden=[30], lr=2.0, seed=2)
         _train("green", "mnist-mlp", dataset="mnist", data_dir=mnist_dir, epochs=1, batch_size=50)
         textbook = root / "textbook.pkl"
-        textbook.write_bytes(pickle.dumps({"sizes": [64, 10], "weights": [np.ones((10, 64))], "biases": [np.zeros((10, 1))]}))
+        textbook.write_bytes(
+            pickle.dumps({"sizes": [64, 10], "weights": [np.ones((10, 64))], "biases": [np.zeros((10, 1))]})
+        )
         push(textbook, "mallory")
         pwned = root / "PWNED_FETCH"
         evil = root / "weights.pkl"
@@ -96,13 +100,6 @@ def _tamper_weights(uri: str, home: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.fixture(scope="session")
-def exchange_lab(tmp_path_factory, mnist_dir) -> ExchangeLab:
-    if "lab" not in _BUILT:  # imported by several test modules: build once per session, not per module
-        _BUILT["lab"] = _build(tmp_path_factory.mktemp("exchange"), mnist_dir)
-    return _BUILT["lab"]
-
-
 @contextmanager
 def one_thread():
     """Tiny models on a machine shared with other test runs: one torch thread is 5-20x faster than two
@@ -115,17 +112,6 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(before)
-
-
-@pytest.fixture
-def lab(exchange_lab, isolated_lab, monkeypatch) -> ExchangeLab:
-    """Point this test at the shared store (its cache stays its own)."""
-    from labclient.config import reset_settings
-
-    monkeypatch.setenv("LAB_HOME", str(exchange_lab.home))
-    reset_settings()
-    with one_thread():
-        yield exchange_lab
 
 
 def run_of(uri: str, name: str):

@@ -2,7 +2,7 @@
 ever reaches the user), a full disk while caching, and how tokens are compared.
 
 Malicious pickles, hostile weight files and escaping artifact paths have their own tests
-(test_loading.py, test_cache.py, test_push.py, tests/server/test_server_access.py).
+(models/test_loading.py, exchange/test_cache.py, exchange/test_push.py, tests/server/test_server_access.py).
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import re
 import string
 
 import pytest
-from exchange_support import exchange_lab, lab  # noqa: F401  (fixtures)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labclient.store import refs
 from labclient.config import reset_settings
 from labclient.errors import InvalidReference
+from labclient.store import refs
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # what a shell can pass as an argument: any text but NUL and lone surrogates
@@ -64,6 +63,8 @@ def test_parse_reads_back_every_well_formed_reference(team, number, padding):
     assert (parsed.team, parsed.number, parsed.selector) == (team, number, "number")
 
 
+# slow: it fetches from the runs that the session's exchange_lab fixture trains (tests/client/conftest.py)
+@pytest.mark.slow
 @pytest.mark.usefixtures("lab")
 @FUZZ
 @given(st.one_of(ARGUMENT, st.builds(lambda team, tail: f"{team}/{tail}", TEAMS, ARGUMENT)))
@@ -75,11 +76,23 @@ def test_fetch_of_any_reference_never_shows_a_traceback(cli, text):
 
 
 # --- the config file ----------------------------------------------------------------------------------
-SETTINGS_KEYS = ["home", "cache_dir", "tracking_uri", "team", "token", "data_dir", "mnist_mirrors", "debug", "offline",
-                 "drain_timeout", "journal_keep"]
+SETTINGS_KEYS = [
+    "home",
+    "cache_dir",
+    "tracking_uri",
+    "team",
+    "token",
+    "data_dir",
+    "mnist_mirrors",
+    "debug",
+    "offline",
+    "drain_timeout",
+    "journal_keep",
+]
 VALUES = st.recursive(
     st.one_of(st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30)),
-    lambda inner: st.lists(inner, max_size=3), max_leaves=5,
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=5,
 )
 
 
@@ -106,8 +119,13 @@ def test_any_bytes_as_config_file(cli, isolated_lab, data):
 
 
 @FUZZ
-@given(st.dictionaries(st.one_of(st.sampled_from(SETTINGS_KEYS), st.text(string.ascii_lowercase, min_size=1, max_size=8)),
-                       VALUES, max_size=6))
+@given(
+    st.dictionaries(
+        st.one_of(st.sampled_from(SETTINGS_KEYS), st.text(string.ascii_lowercase, min_size=1, max_size=8)),
+        VALUES,
+        max_size=6,
+    )
+)
 def test_any_values_in_the_config_file(cli, isolated_lab, data):
     result = _status_with_config(cli, isolated_lab, _toml(data).encode())
     _clean_failure(result)
@@ -115,10 +133,15 @@ def test_any_values_in_the_config_file(cli, isolated_lab, data):
         assert "config" in result.output or "LAB_" in result.output
 
 
-@pytest.mark.parametrize("line, setting", [
-    (b'drain_timeout = "soon"', "LAB_DRAIN_TIMEOUT"), (b'data_dir = "a\\u0000b"', "LAB_DATA_DIR"), (b"team = 7", "LAB_TEAM"),
-    (b"offline = [1]", "LAB_OFFLINE"),
-])
+@pytest.mark.parametrize(
+    "line, setting",
+    [
+        (b'drain_timeout = "soon"', "LAB_DRAIN_TIMEOUT"),
+        (b'data_dir = "a\\u0000b"', "LAB_DATA_DIR"),
+        (b"team = 7", "LAB_TEAM"),
+        (b"offline = [1]", "LAB_OFFLINE"),
+    ],
+)
 def test_a_config_error_names_the_setting_and_the_remedy(cli, isolated_lab, line, setting):
     result = _status_with_config(cli, isolated_lab, line + b"\n")
     assert result.exit_code == 2
@@ -126,6 +149,8 @@ def test_a_config_error_names_the_setting_and_the_remedy(cli, isolated_lab, line
 
 
 # --- a full disk while caching --------------------------------------------------------------------------
+# slow: it fetches from the store of trained runs (exchange_lab)
+@pytest.mark.slow
 def test_disk_full_while_caching_is_one_line_and_leaves_no_entry(cli, lab, isolated_lab, monkeypatch):
     from labclient.exchange import cache
 
@@ -137,7 +162,9 @@ def test_disk_full_while_caching_is_one_line_and_leaves_no_entry(cli, lab, isola
     monkeypatch.setattr(cache, "_atomic_write", full)
     result = cli("fetch", "red/run-1")
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "error: no space left on the device while writing" in result.output and "free some disk space" in result.output
+    assert (
+        "error: no space left on the device while writing" in result.output and "free some disk space" in result.output
+    )
     assert cache.ModelCache.from_settings(_settings()).entries() == []  # no entry half made
 
     monkeypatch.setattr(cache, "_atomic_write", real)

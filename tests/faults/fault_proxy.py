@@ -23,16 +23,33 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host",
-               "content-length"}
-_REASONS = {404: "Not Found", 413: "Request Entity Too Large", 500: "Internal Server Error", 502: "Bad Gateway",
-            503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "content-length",
+}
+_REASONS = {
+    404: "Not Found",
+    413: "Request Entity Too Large",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+    504: "Gateway Time-out",
+}
 
 
 def nginx_page(status: int) -> bytes:
     title = f"{status} {_REASONS.get(status, 'Error')}"
-    return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n"
-            f"<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n").encode()
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n"
+        f"<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n"
+    ).encode()
 
 
 @dataclass
@@ -80,8 +97,9 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def add(self, method: str, path_pattern: str, kind: str, status: int = 502, times: int | None = None,
-            every: int = 1) -> Rule:
+    def add(
+        self, method: str, path_pattern: str, kind: str, status: int = 502, times: int | None = None, every: int = 1
+    ) -> Rule:
         rule = Rule(method, re.compile(path_pattern), kind, status, times, every)
         with self._lock:
             self.rules.append(rule)

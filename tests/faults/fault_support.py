@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from servers import BIN
+from tests.servers import BIN
 
 
 def events_of(folder: Path) -> list[dict]:
@@ -57,15 +57,22 @@ def trainer(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     """`labclient train ...` in a process (and session) of its own; stdout and stderr together."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     environment.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", COLUMNS="200", **env)
-    return subprocess.Popen([str(BIN / "labclient"), "train", *args], env=environment, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [str(BIN / "labclient"), "train", *args],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def labclient(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     environment.update(PYTHONUNBUFFERED="1", COLUMNS="200", **env)
-    return subprocess.run([str(BIN / "labclient"), *args], env=environment, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "labclient"), *args], env=environment, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def lab_env() -> dict[str, str]:

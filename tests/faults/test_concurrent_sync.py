@@ -12,11 +12,11 @@ import re
 import subprocess
 
 import pytest
-from fault_support import events_of, lab_env, point_at, points
 from mlflow.tracking import MlflowClient
 
 from labclient.tracking.run import create_run
-from servers import BIN, sqlite_lab_server
+from tests.faults.fault_support import events_of, lab_env, point_at, points
+from tests.servers import BIN, sqlite_lab_server
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,16 @@ def test_three_syncs_at_once_each_report_their_own_and_publish_every_run_once(se
     runs = _offline_runs(40, 50)
     journalled = {run.local_name: points(events_of(run.journal_path)) for run in runs}
     environment = {**{key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}, **lab_env()}
-    syncs = [subprocess.Popen([str(BIN / "labclient"), "sync"], env=environment, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    syncs = [
+        subprocess.Popen(
+            [str(BIN / "labclient"), "sync"],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     outputs = [sync.communicate(timeout=600)[0] for sync in syncs]
 
     for sync, output in zip(syncs, outputs):
@@ -78,8 +86,10 @@ def test_three_syncs_at_once_each_report_their_own_and_publish_every_run_once(se
         stored = sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, "cost"))
         assert stored == expected["cost"], local_name
         total += len(stored)
-    print(f"\nFIGURE 3 concurrent syncs over 40 runs: {total} points journalled, {total} stored, 0 lost, 0 duplicated; "
-          f"runs sent per sync: {[len(SENT.findall(output)) for output in outputs]}")
+    print(
+        f"\nFIGURE 3 concurrent syncs over 40 runs: {total} points journalled, {total} stored, 0 lost, 0 duplicated; "
+        f"runs sent per sync: {[len(SENT.findall(output)) for output in outputs]}"
+    )
 
 
 def test_pending_runs_are_numbered_in_the_order_they_started(server, cli, isolated_lab, monkeypatch):
@@ -89,4 +99,3 @@ def test_pending_runs_are_numbered_in_the_order_they_started(server, cli, isolat
     assert synced.exit_code == 0, synced.output
     numbers = {local: int(name.rsplit("-", 1)[1]) for local, name, _ in SENT.findall(synced.output)}
     assert [numbers[run.local_name] for run in runs] == sorted(numbers.values())
-

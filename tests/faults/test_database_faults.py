@@ -18,11 +18,20 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 import requests
-from fault_support import (acked, assert_exactly_once, events_of, lab_env, one_journal, point_at, stop, trainer,
-                           wait_for)
 from sqlalchemy.engine import make_url
 
-from servers import PG_ADMIN_URI, LabServer, create_database, drop_database, run_labserver
+from tests.faults.fault_support import (
+    acked,
+    assert_exactly_once,
+    events_of,
+    lab_env,
+    one_journal,
+    point_at,
+    stop,
+    trainer,
+    wait_for,
+)
+from tests.servers import PG_ADMIN_URI, LabServer, create_database, drop_database, run_labserver
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +56,12 @@ class Database:
         self._admin(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
 
     def terminate_connections(self) -> int:
-        return len(self._admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                               "AND pid <> pg_backend_pid()", self.name))
+        return len(
+            self._admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                self.name,
+            )
+        )
 
     @contextmanager
     def stopped(self):
@@ -81,8 +94,12 @@ def own_database():
 def pg_server(tmp_path_factory, postgres):
     with own_database() as database:
         home = tmp_path_factory.mktemp("pg-server")
-        server = LabServer(home=home, db_uri=database.uri, artifacts=str(home / "artifacts"),
-                           env={"LAB_SERVER_ADMIN_TOKEN": "lab_admin_test_token_0123"})
+        server = LabServer(
+            home=home,
+            db_uri=database.uri,
+            artifacts=str(home / "artifacts"),
+            env={"LAB_SERVER_ADMIN_TOKEN": "lab_admin_test_token_0123"},
+        )
         run_labserver(server, "db", "upgrade")
         server.add_team(TEAM)
         server.start()
@@ -119,8 +136,12 @@ def _train_on_while_stopped(folder, process) -> None:
     """Training goes on while the store is stopped: 1,000 more steps journalled (or the run's end, on a machine
     so busy that the last epochs fall in the outage)."""
     stopped_at = len(events_of(folder))
-    wait_for(lambda: len(events_of(folder)) > stopped_at + 1000 or _ended(folder), 90,
-             "1,000 events journalled while the store is stopped", process)
+    wait_for(
+        lambda: len(events_of(folder)) > stopped_at + 1000 or _ended(folder),
+        90,
+        "1,000 events journalled while the store is stopped",
+        process,
+    )
 
 
 # --- a labserver whose database is down ------------------------------------------------------------------
@@ -138,8 +159,23 @@ def test_a_database_outage_at_the_server_is_503_and_no_failed_login(pg_server):
 
 def test_a_run_outlives_its_servers_database_restarting_and_stopping(pg_server, isolated_lab, mnist_dir, monkeypatch):
     point_at(monkeypatch, pg_server.url, TEAM, pg_server.tokens[TEAM])
-    process = trainer(["--team", TEAM, "--trainer", "mnist-mlp", "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                       "--epochs", str(EPOCHS), "--device", "cpu"], {**lab_env(), "LAB_DRAIN_TIMEOUT": "180"})
+    process = trainer(
+        [
+            "--team",
+            TEAM,
+            "--trainer",
+            "mnist-mlp",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(mnist_dir),
+            "--epochs",
+            str(EPOCHS),
+            "--device",
+            "cpu",
+        ],
+        {**lab_env(), "LAB_DRAIN_TIMEOUT": "180"},
+    )
     try:
         folder = one_journal(isolated_lab)
         wait_for(lambda: acked(folder) > 300, 120, "the server acknowledged 300 events", process)
@@ -181,8 +217,23 @@ def test_a_run_started_while_the_servers_database_is_down_is_journalled(pg_serve
 def test_direct_postgres_restarting_and_stopping_mid_run_loses_nothing(postgres, isolated_lab, mnist_dir, monkeypatch):
     with own_database() as database:
         point_at(monkeypatch, database.uri, TEAM)
-        process = trainer(["--team", TEAM, "--trainer", "mnist-mlp", "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                           "--epochs", str(EPOCHS), "--device", "cpu"], {**lab_env(), "LAB_DRAIN_TIMEOUT": "180"})
+        process = trainer(
+            [
+                "--team",
+                TEAM,
+                "--trainer",
+                "mnist-mlp",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--epochs",
+                str(EPOCHS),
+                "--device",
+                "cpu",
+            ],
+            {**lab_env(), "LAB_DRAIN_TIMEOUT": "180"},
+        )
         try:
             folder = one_journal(isolated_lab)
             wait_for(lambda: acked(folder) > 300, 120, "the store acknowledged 300 events", process)

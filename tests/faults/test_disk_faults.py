@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from fault_support import assert_exactly_once, events_of, lab_env, labclient, one_journal
 
 from labclient.errors import LabWarning
+from tests.faults.fault_support import assert_exactly_once, events_of, lab_env, labclient, one_journal
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,9 @@ TRAIN = ("train", "--team", "blue", "--trainer", "mnist-mlp", "--dataset", "digi
 @contextmanager
 def tmpfs(path: Path, size: str):
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -95,8 +96,25 @@ def test_the_embedded_store_on_a_full_disk_is_one_line_and_sync_sends_it_later(i
 
 def test_training_that_fills_the_disk_stops_in_one_line_and_keeps_its_journal(isolated_lab, mnist_dir):
     with tmpfs(_home(isolated_lab), "600k") as home:  # 10 epochs journal about 1 MB
-        trained = labclient(["train", "--team", "blue", "--trainer", "mnist-mlp", "--dataset", "mnist", "--data-dir",
-                             str(mnist_dir), "--epochs", "10", "--device", "cpu", "--offline"], lab_env())
+        trained = labclient(
+            [
+                "train",
+                "--team",
+                "blue",
+                "--trainer",
+                "mnist-mlp",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--epochs",
+                "10",
+                "--device",
+                "cpu",
+                "--offline",
+            ],
+            lab_env(),
+        )
         said = trained.stdout + trained.stderr
         assert trained.returncode == 1, said
         assert "error: no space left on the device while writing the run journal" in said and "Traceback" not in said

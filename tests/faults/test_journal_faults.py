@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 import pytest
-from fault_support import assert_exactly_once, events_of
 from mlflow.tracking import MlflowClient
 
 from labclient.tracking.run import create_run
+from tests.faults.fault_support import assert_exactly_once, events_of
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +59,10 @@ def test_a_lost_or_damaged_meta_json_is_rebuilt_and_an_unreadable_folder_is_list
     assert status.exit_code == 0, status.output
     assert "2 pending run(s)" in status.output
     assert meta[lost]["local_name"] in status.output and meta[damaged]["local_name"] in status.output
-    assert (f"cannot read the journal folder {hopeless}: meta.json is missing, and events.jsonl does not begin "
-            "with the run's start") in status.output
+    assert (
+        f"cannot read the journal folder {hopeless}: meta.json is missing, and events.jsonl does not begin "
+        "with the run's start"
+    ) in status.output
     assert "restore" in status.output and "move the folder out of the journal" in status.output
     for folder in (lost, damaged):
         assert json.loads((folder / "meta.json").read_text()) == meta[folder]  # rebuilt from event 0
@@ -70,8 +72,12 @@ def test_a_lost_or_damaged_meta_json_is_rebuilt_and_an_unreadable_folder_is_list
     assert "restore or move the folders that cannot be read" in synced.output and "Traceback" not in synced.output
     for folder in (lost, damaged):
         assert f"{meta[folder]['local_name']} -> blue/run-" in synced.output
-        assert_exactly_once(embedded_uri, _run_of(embedded_uri, folder).info.run_id, expected[folder],
-                            "journal whose meta.json was lost or damaged")
+        assert_exactly_once(
+            embedded_uri,
+            _run_of(embedded_uri, folder).info.run_id,
+            expected[folder],
+            "journal whose meta.json was lost or damaged",
+        )
     assert hopeless.is_dir()  # nothing was deleted
 
 
@@ -87,8 +93,13 @@ def test_damaged_lines_in_the_middle_are_reported_by_number_and_tag_the_run(cli,
     assert "warning: event 40 is damaged" in synced.output and "warning: event 70 is damaged" in synced.output
     run = _run_of(embedded_uri, folder)
     assert run.data.tags["lab.journal.gaps"] == "40,70" and run.info.status == "FINISHED"
-    assert_exactly_once(embedded_uri, run.info.run_id, expected, "journal with two damaged lines (sent without them)",
-                        leave_out={40, 70})
+    assert_exactly_once(
+        embedded_uri,
+        run.info.run_id,
+        expected,
+        "journal with two damaged lines (sent without them)",
+        leave_out={40, 70},
+    )
 
 
 def test_an_end_event_that_lost_only_its_newline_still_ends_the_run(cli, embedded_uri):

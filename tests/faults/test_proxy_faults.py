@@ -18,13 +18,22 @@ import warnings
 from pathlib import Path
 
 import pytest
-from fault_proxy import FaultProxy
-from fault_support import (acked, assert_exactly_once, events_of, lab_env, one_journal, point_at, stop, trainer,
-                           wait_for)
 from mlflow.tracking import MlflowClient
 
 from labclient.errors import LabWarning
-from servers import run_labserver, sqlite_lab_server
+from tests.faults.fault_proxy import FaultProxy
+from tests.faults.fault_support import (
+    acked,
+    assert_exactly_once,
+    events_of,
+    lab_env,
+    one_journal,
+    point_at,
+    stop,
+    trainer,
+    wait_for,
+)
+from tests.servers import run_labserver, sqlite_lab_server
 
 pytestmark = pytest.mark.slow
 
@@ -62,8 +71,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_answers_that_are_not_the_stores_are_retried_and_nothing_is_lost(server, behind_proxy, isolated_lab,
-                                                                         monkeypatch, tmp_path):
+def test_answers_that_are_not_the_stores_are_retried_and_nothing_is_lost(
+    server, behind_proxy, isolated_lab, monkeypatch, tmp_path
+):
     from labclient.config import reset_settings
     from labclient.tracking.run import create_run
 
@@ -100,8 +110,9 @@ def test_answers_that_are_not_the_stores_are_retried_and_nothing_is_lost(server,
     assert _sha256(Path(stored)) == _sha256(weights)
 
 
-def test_a_proxy_that_keeps_failing_leaves_the_run_pending_and_sync_sends_it_later(server, behind_proxy, cli,
-                                                                                   isolated_lab, monkeypatch):
+def test_a_proxy_that_keeps_failing_leaves_the_run_pending_and_sync_sends_it_later(
+    server, behind_proxy, cli, isolated_lab, monkeypatch
+):
     from labclient.tracking.run import create_run
 
     monkeypatch.setenv("LAB_DRAIN_TIMEOUT", "3")
@@ -159,8 +170,23 @@ def test_a_refusal_the_store_explains_is_said_by_the_api_and_the_cli(server, beh
 def test_a_token_rotated_mid_run_is_reported_at_once(server, cli, isolated_lab, mnist_dir, monkeypatch):
     team, epochs = "green", 10
     point_at(monkeypatch, server.url, team, server.tokens[team])
-    process = trainer(["--team", team, "--trainer", "mnist-mlp", "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                       "--epochs", str(epochs), "--device", "cpu"], {**lab_env(), "LAB_DRAIN_TIMEOUT": "2"})
+    process = trainer(
+        [
+            "--team",
+            team,
+            "--trainer",
+            "mnist-mlp",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(mnist_dir),
+            "--epochs",
+            str(epochs),
+            "--device",
+            "cpu",
+        ],
+        {**lab_env(), "LAB_DRAIN_TIMEOUT": "2"},
+    )
     lines: list[str] = []
 
     def read() -> None:

@@ -20,7 +20,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from labclient.files import sha256_file
-from servers import BIN, LabServer, run_labserver
+from tests.servers import BIN, LabServer, run_labserver
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,12 @@ EPOCHS = 10  # an epoch of the textbook network takes a fraction of a second: te
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("fault-server")
-    server = LabServer(home=home, db_uri=f"sqlite:///{home / 'mlflow.db'}", artifacts=str(home / "artifacts"),
-                       env={"LAB_SERVER_ADMIN_TOKEN": "lab_admin_test_token_0123"})
+    server = LabServer(
+        home=home,
+        db_uri=f"sqlite:///{home / 'mlflow.db'}",
+        artifacts=str(home / "artifacts"),
+        env={"LAB_SERVER_ADMIN_TOKEN": "lab_admin_test_token_0123"},
+    )
     run_labserver(server, "db", "upgrade")
     server.add_team(TEAM)  # written to the store directly: the server need not run yet
     yield server
@@ -68,10 +72,25 @@ def _trainer(epochs: int, mnist_dir: Path, **env) -> subprocess.Popen:
     """`labclient train` in its own process, with this test's LAB_HOME and the server's URL and token."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     environment.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env)
-    command = [str(BIN / "labclient"), "train", "--team", TEAM, "--trainer", "mnist-mlp", "--dataset", "mnist",
-               "--data-dir", str(mnist_dir), "--epochs", str(epochs), "--device", "cpu"]
-    return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    command = [
+        str(BIN / "labclient"),
+        "train",
+        "--team",
+        TEAM,
+        "--trainer",
+        "mnist-mlp",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(mnist_dir),
+        "--epochs",
+        str(epochs),
+        "--device",
+        "cpu",
+    ]
+    return subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def _journal(home: Path, timeout: float = 120) -> Path:
@@ -79,7 +98,9 @@ def _journal(home: Path, timeout: float = 120) -> Path:
     root = home / "data" / "journal"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = [path for path in root.glob("*/meta.json") if path.parent.name != "synced"] + list(root.glob("synced/*/meta.json"))
+        found = [path for path in root.glob("*/meta.json") if path.parent.name != "synced"] + list(
+            root.glob("synced/*/meta.json")
+        )
         if found:
             assert len(found) == 1, found
             return found[0].parent
@@ -148,7 +169,9 @@ def _stop(process: subprocess.Popen) -> None:
 def test_server_down_for_the_whole_run_then_sync(cli, on_server, isolated_lab, tmp_path, monkeypatch):
     _down(on_server)
     monkeypatch.setenv("LAB_DRAIN_TIMEOUT", "1")
-    trained = cli("train", "--team", TEAM, "--trainer", "mnist-mlp", "--dataset", "digits", "--epochs", "2", "--device", "cpu")
+    trained = cli(
+        "train", "--team", TEAM, "--trainer", "mnist-mlp", "--dataset", "digits", "--epochs", "2", "--device", "cpu"
+    )
     assert trained.exit_code == 0, trained.output
     assert "cannot reach the server" in trained.output and "stored locally and pending" in trained.output
     folder = _journal(isolated_lab)
@@ -181,7 +204,11 @@ def test_server_killed_mid_run_loses_and_duplicates_nothing(on_server, isolated_
         on_server.stop(signal.SIGKILL)  # the whole process group, mid-request as likely as not
         killed_ms = int(time.time() * 1000)
         logged_then = len(_events(folder))
-        _wait_for(lambda: len(_events(folder)) > logged_then + 1000, 60, "1,000 more events journalled while the server is down")
+        _wait_for(
+            lambda: len(_events(folder)) > logged_then + 1000,
+            60,
+            "1,000 more events journalled while the server is down",
+        )
         on_server.start()  # same port, same store
         restarted_ms = int(time.time() * 1000)
         output, _ = trainer.communicate(timeout=240)
@@ -195,7 +222,9 @@ def test_server_killed_mid_run_loses_and_duplicates_nothing(on_server, isolated_
     events = _events(kept)
     steps = [e for e in events if e["type"] == "metric" and e["key"] == "step_train_cost"]
     assert len(steps) == EPOCHS * STEPS_PER_EPOCH
-    assert sum(killed_ms < e["timestamp"] < restarted_ms for e in steps) >= 1000  # training went on while the server was down
+    assert (
+        sum(killed_ms < e["timestamp"] < restarted_ms for e in steps) >= 1000
+    )  # training went on while the server was down
     run_id = json.loads((kept / "state.json").read_text())["run_id"]
     client = _assert_exactly_once(on_server, run_id, events)
     run = client.get_run(run_id)
@@ -210,14 +239,22 @@ def test_trainer_killed_mid_run_then_sync(cli, on_server, isolated_lab, mnist_di
     trainer = _trainer(EPOCHS, mnist_dir)
     try:
         folder = _journal(isolated_lab)
-        _wait_for(lambda: sum(b'"step_train_cost"' in line for line in (folder / "events.jsonl").read_bytes().splitlines()) > 500,
-                  120, "500 steps journalled", trainer)
+        _wait_for(
+            lambda: (
+                sum(b'"step_train_cost"' in line for line in (folder / "events.jsonl").read_bytes().splitlines()) > 500
+            ),
+            120,
+            "500 steps journalled",
+            trainer,
+        )
         os.killpg(trainer.pid, signal.SIGKILL)
         trainer.wait(timeout=30)
     finally:
         _stop(trainer)
     events = _events(folder)
-    assert sum(e["type"] == "metric" and e["key"] == "step_train_cost" for e in events) < EPOCHS * STEPS_PER_EPOCH  # mid-run
+    assert (
+        sum(e["type"] == "metric" and e["key"] == "step_train_cost" for e in events) < EPOCHS * STEPS_PER_EPOCH
+    )  # mid-run
     assert "interrupted" in cli("status").output
 
     synced = cli("sync")
@@ -232,9 +269,9 @@ def test_trainer_killed_mid_run_then_sync(cli, on_server, isolated_lab, mnist_di
 
 # --- resending after lost acknowledgements, against the real server ------------------------------------
 def test_lost_acknowledgements_and_a_lost_create_answer_duplicate_nothing(on_server, isolated_lab):
+    from labclient.store.transport import open_transport
     from labclient.tracking.run import create_run
     from labclient.tracking.sender import Sender
-    from labclient.store.transport import open_transport
 
     _up(on_server)
     run = create_run(TEAM)
@@ -298,9 +335,16 @@ def test_tokens_never_appear_in_logs_messages_or_journals(cli, on_server, isolat
 
     import base64
 
-    secrets = [on_server.tokens[TEAM], wrong, "lab_guess_0000", base64.b64encode(f"{TEAM}:{on_server.tokens[TEAM]}".encode()).decode()]
+    secrets = [
+        on_server.tokens[TEAM],
+        wrong,
+        "lab_guess_0000",
+        base64.b64encode(f"{TEAM}:{on_server.tokens[TEAM]}".encode()).decode(),
+    ]
     said = refused.output + login.output + offline.output + synced.output + cli("status").output
-    written = b"".join(path.read_bytes() for path in isolated_lab.rglob("*") if path.is_file() and path.name != "config.toml")
+    written = b"".join(
+        path.read_bytes() for path in isolated_lab.rglob("*") if path.is_file() and path.name != "config.toml"
+    )
     log = on_server.log.read_text(errors="replace")
     assert "POST /api/2.0/mlflow/runs/log-batch" in log or "log-batch" in log  # the log does record requests
     for secret in secrets:

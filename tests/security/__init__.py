@@ -1,5 +1,5 @@
 """The standing adversarial suite of issue 11, grouped by threat: identity, loading, availability, disclosure.
 
-A package because its modules share names with tests/client (test_loading.py), which pytest's default
-import mode allows only inside packages.
+A package like every folder under tests/: its modules share names with tests/client (test_loading.py), and
+helpers are imported by their package path (tests.servers, tests.security.hostile_files).
 """

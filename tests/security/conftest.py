@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def hostile_server(tmp_path_factory):
-    from servers import sqlite_lab_server
+    from tests.servers import sqlite_lab_server
 
     server = sqlite_lab_server(tmp_path_factory.mktemp("hostile"), teams=("red", "blue", "mallory"))
     yield server

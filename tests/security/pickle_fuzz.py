@@ -21,19 +21,51 @@ from pathlib import Path
 MEMORY_LIMIT = 2 << 30  # a memory bomb fails loudly (MemoryError) instead of swapping the machine
 
 ALLOWED = [
-    ("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"), ("numpy._core.numeric", "_frombuffer"), ("collections", "OrderedDict"),
-    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("builtins", "object"),
-    ("_codecs", "encode"), ("copyreg", "_reconstructor"), ("copy_reg", "_reconstructor"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "complex"),
+    ("builtins", "object"),
+    ("_codecs", "encode"),
+    ("copyreg", "_reconstructor"),
+    ("copy_reg", "_reconstructor"),
 ]
 FORBIDDEN = [
-    ("os", "system"), ("builtins", "eval"), ("builtins", "getattr"), ("builtins", "setattr"), ("builtins", "type"),
-    ("numpy", "frombuffer"), ("numpy.lib.stride_tricks", "as_strided"), ("__main__", "Network"),
+    ("os", "system"),
+    ("builtins", "eval"),
+    ("builtins", "getattr"),
+    ("builtins", "setattr"),
+    ("builtins", "type"),
+    ("numpy", "frombuffer"),
+    ("numpy.lib.stride_tricks", "as_strided"),
+    ("__main__", "Network"),
     ("copyreg", "__newobj__"),
 ]
 DTYPE_CODES = ["f8", "<f8", "V8", "O8", "O", "i4", "b", "u1", "c16", "f16", "M8", "S3", "U2", "f8,i4", "<", ">"]
-TEXTS = DTYPE_CODES + ["|", "=", "f0", "C", "F", "latin1", "utf-8", "__init__", "__setstate__", "__dict__", "lab_state",
-                       "weights", "biases", "sizes", "cost", "extend", ""]
+TEXTS = DTYPE_CODES + [
+    "|",
+    "=",
+    "f0",
+    "C",
+    "F",
+    "latin1",
+    "utf-8",
+    "__init__",
+    "__setstate__",
+    "__dict__",
+    "lab_state",
+    "weights",
+    "biases",
+    "sizes",
+    "cost",
+    "extend",
+    "",
+]
 ATTRIBUTES = ["__init__", "__new__", "__call__", "__setstate__", "lab_global", "__defaults__"]
 
 
@@ -43,10 +75,10 @@ def main(examples: int, seed: int, last: Path) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as use_seed
     from hypothesis import strategies as st
-
-    from labclient.models import safe_pickle
-    from labclient.errors import UnsafePickle, WeightsFormatError
     from loader_state import changed, snapshot  # beside this script
+
+    from labclient.errors import UnsafePickle, WeightsFormatError
+    from labclient.models import safe_pickle
 
     def check_plain(value) -> None:
         """Written apart from safe_pickle's own check: what a caller may ever receive."""
@@ -132,8 +164,16 @@ def _strategies(st):
 
     def structured_state(version, order, field_type, offset, size, align, flags) -> bytes:  # fields anywhere
         fields = one_entry_dict("f0", tup(field_type, integer(offset)))
-        return tup(integer(version), text(order), pickle.NONE, tup(text("f0")), fields, integer(size), integer(align),
-                   integer(flags))
+        return tup(
+            integer(version),
+            text(order),
+            pickle.NONE,
+            tup(text("f0")),
+            fields,
+            integer(size),
+            integer(align),
+            integer(flags),
+        )
 
     def subarray_state(sub: bytes, dims: list[int]) -> bytes:
         subarray = tup(sub, tup(*map(integer, dims)))
@@ -162,31 +202,75 @@ def _strategies(st):
     ints = st.one_of(st.sampled_from([-1, 0, 1, 2, 3, 4, 8, 16, 4096, 2**31 - 1, 2**40]), st.integers(-(2**70), 2**70))
     texts = st.one_of(st.sampled_from(TEXTS), st.text(max_size=12))
     blobs = st.one_of(st.binary(max_size=64), st.integers(0, 64).map(lambda n: b"\x01" * 8 * n))
-    empties = [pickle.NONE, pickle.NEWTRUE, pickle.NEWFALSE, pickle.EMPTY_LIST, pickle.EMPTY_DICT, pickle.EMPTY_TUPLE,
-               pickle.EMPTY_SET]
+    empties = [
+        pickle.NONE,
+        pickle.NEWTRUE,
+        pickle.NEWFALSE,
+        pickle.EMPTY_LIST,
+        pickle.EMPTY_DICT,
+        pickle.EMPTY_TUPLE,
+        pickle.EMPTY_SET,
+    ]
     atom = st.one_of(
-        ints.map(integer), texts.map(text), blobs.map(data), st.sampled_from(empties),
+        ints.map(integer),
+        texts.map(text),
+        blobs.map(data),
+        st.sampled_from(empties),
         st.floats().map(lambda x: pickle.BINFLOAT + struct.pack(">d", x)),
         blobs.map(lambda b: pickle.BYTEARRAY8 + struct.pack("<Q", len(b)) + b),
     )
     bare = [
-        pickle.MARK, pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3, pickle.LIST, pickle.DICT, pickle.APPEND,
-        pickle.APPENDS, pickle.SETITEM, pickle.SETITEMS, pickle.ADDITEMS, pickle.FROZENSET, pickle.POP, pickle.POP_MARK,
-        pickle.DUP, pickle.MEMOIZE, pickle.REDUCE, pickle.BUILD, pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.OBJ,
-        pickle.STACK_GLOBAL, pickle.READONLY_BUFFER, pickle.NEXT_BUFFER, pickle.BINPERSID, pickle.EXT1 + b"\x01",
+        pickle.MARK,
+        pickle.TUPLE,
+        pickle.TUPLE1,
+        pickle.TUPLE2,
+        pickle.TUPLE3,
+        pickle.LIST,
+        pickle.DICT,
+        pickle.APPEND,
+        pickle.APPENDS,
+        pickle.SETITEM,
+        pickle.SETITEMS,
+        pickle.ADDITEMS,
+        pickle.FROZENSET,
+        pickle.POP,
+        pickle.POP_MARK,
+        pickle.DUP,
+        pickle.MEMOIZE,
+        pickle.REDUCE,
+        pickle.BUILD,
+        pickle.NEWOBJ,
+        pickle.NEWOBJ_EX,
+        pickle.OBJ,
+        pickle.STACK_GLOBAL,
+        pickle.READONLY_BUFFER,
+        pickle.NEXT_BUFFER,
+        pickle.BINPERSID,
+        pickle.EXT1 + b"\x01",
     ]
     memo = st.integers(0, 8)
     opcode = st.one_of(
-        st.sampled_from(bare), memo.map(lambda n: pickle.BINPUT + bytes([n])),
-        memo.map(lambda n: pickle.BINGET + bytes([n])), memo.map(lambda n: pickle.GET + f"{n}\n".encode()),
-        names.map(glob), names.map(lambda pair: pickle.INST + f"{pair[0]}\n{pair[1]}\n".encode()),
+        st.sampled_from(bare),
+        memo.map(lambda n: pickle.BINPUT + bytes([n])),
+        memo.map(lambda n: pickle.BINGET + bytes([n])),
+        memo.map(lambda n: pickle.GET + f"{n}\n".encode()),
+        names.map(glob),
+        names.map(lambda pair: pickle.INST + f"{pair[0]}\n{pair[1]}\n".encode()),
     )
     dtype = st.deferred(lambda: dtype_call)
     dtype_state = st.one_of(
         st.just(None),
         st.builds(plain_state, st.sampled_from("<>|=x")),
-        st.builds(structured_state, st.sampled_from([3, 4]), st.sampled_from("<>|"), dtype, st.integers(-64, 8192),
-                  st.integers(-1, 16), st.sampled_from([-1, 1, 8]), st.integers(0, 63)),
+        st.builds(
+            structured_state,
+            st.sampled_from([3, 4]),
+            st.sampled_from("<>|"),
+            dtype,
+            st.integers(-64, 8192),
+            st.integers(-1, 16),
+            st.sampled_from([-1, 1, 8]),
+            st.integers(0, 63),
+        ),
         st.builds(subarray_state, dtype, st.lists(st.integers(0, 8), max_size=3)),
     )
     dtype_call = st.builds(dtype_of, st.sampled_from(DTYPE_CODES), dtype_state)

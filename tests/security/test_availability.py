@@ -19,7 +19,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from labserver.throttle import LoginThrottle
-from servers import BIN
+from tests.servers import BIN
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ class SlowClient(threading.Thread):
                         if not data:
                             break
                         self.answer += data
-                    except socket.timeout:
+                    except TimeoutError:
                         pass
                     try:
                         sock.sendall(b"x")
@@ -99,9 +99,15 @@ def _health_times(url: str, stop: threading.Event, into: list[float]) -> None:
 
 def _mallory_run(server) -> tuple[str, str]:
     auth = server.auth("mallory")
-    experiment = requests.get(server.url + "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "mallory"},
-                              auth=auth, timeout=30).json()["experiment"]["experiment_id"]
-    run = requests.post(server.url + "/api/2.0/mlflow/runs/create", json={"experiment_id": experiment}, auth=auth, timeout=30)
+    experiment = requests.get(
+        server.url + "/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "mallory"},
+        auth=auth,
+        timeout=30,
+    ).json()["experiment"]["experiment_id"]
+    run = requests.post(
+        server.url + "/api/2.0/mlflow/runs/create", json={"experiment_id": experiment}, auth=auth, timeout=30
+    )
     return experiment, run.json()["run"]["info"]["run_id"]
 
 
@@ -111,17 +117,23 @@ def test_slow_clients_cannot_stop_another_team_from_training(hostile_server, mni
     server = hostile_server
     experiment, run_id = _mallory_run(server)
     mallory = _basic("mallory", server.tokens["mallory"])
-    upload = (f"PUT /api/2.0/mlflow-artifacts/artifacts/{experiment}/{run_id}/artifacts/slow.bin HTTP/1.1\r\n"
-              f"Host: 127.0.0.1\r\nAuthorization: {mallory}\r\nContent-Length: 1000000\r\n\r\n").encode()
-    batch = (f"POST /api/2.0/mlflow/runs/log-batch HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {mallory}\r\n"
-             "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n").encode()
+    upload = (
+        f"PUT /api/2.0/mlflow-artifacts/artifacts/{experiment}/{run_id}/artifacts/slow.bin HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nAuthorization: {mallory}\r\nContent-Length: 1000000\r\n\r\n"
+    ).encode()
+    batch = (
+        f"POST /api/2.0/mlflow/runs/log-batch HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {mallory}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    ).encode()
     anonymous = b"PUT /api/2.0/mlflow/runs/log-batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n"
     slow_headers = b"GET /api/2.0/lab/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
     stop = threading.Event()
-    attackers = ([SlowClient(server.port, anonymous, stop, source="127.0.0.3") for _ in range(50)]
-                 + [SlowClient(server.port, upload, stop) for _ in range(20)]
-                 + [SlowClient(server.port, batch, stop) for _ in range(20)]
-                 + [SlowClient(server.port, slow_headers, stop, every=2.0, source="127.0.0.4") for _ in range(30)])
+    attackers = (
+        [SlowClient(server.port, anonymous, stop, source="127.0.0.3") for _ in range(50)]
+        + [SlowClient(server.port, upload, stop) for _ in range(20)]
+        + [SlowClient(server.port, batch, stop) for _ in range(20)]
+        + [SlowClient(server.port, slow_headers, stop, every=2.0, source="127.0.0.4") for _ in range(30)]
+    )
     health: list[float] = []
     watcher = threading.Thread(target=_health_times, args=(server.url, stop, health), daemon=True)
     for thread in attackers + [watcher]:
@@ -129,12 +141,35 @@ def test_slow_clients_cannot_stop_another_team_from_training(hostile_server, mni
     attack_started = time.monotonic()
     time.sleep(2)
     env = {key: value for key, value in os.environ.items() if not key.startswith(("LAB_", "MLFLOW_"))}
-    env.update(server.client_env("red"), LAB_HOME=str(tmp_path / "home"), LAB_CACHE_DIR=str(tmp_path / "cache"),
-               LAB_CONFIG=str(tmp_path / "config.toml"), OMP_NUM_THREADS="1", LAB_DRAIN_TIMEOUT="120")
+    env.update(
+        server.client_env("red"),
+        LAB_HOME=str(tmp_path / "home"),
+        LAB_CACHE_DIR=str(tmp_path / "cache"),
+        LAB_CONFIG=str(tmp_path / "config.toml"),
+        OMP_NUM_THREADS="1",
+        LAB_DRAIN_TIMEOUT="120",
+    )
     try:
-        trained = subprocess.run([str(BIN / "labclient"), "train", "--trainer", "mnist-mlp", "--dataset", "mnist", "--data-dir",
-                                  str(mnist_dir), "--epochs", "2", "--device", "cpu"],
-                                 env=env, capture_output=True, text=True, timeout=300)
+        trained = subprocess.run(
+            [
+                str(BIN / "labclient"),
+                "train",
+                "--trainer",
+                "mnist-mlp",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--epochs",
+                "2",
+                "--device",
+                "cpu",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         for attacker in attackers[50:]:  # slow bodies queue for their team's few slots: the last get 503 after 30 s
             attacker.join(timeout=max(1.0, 60 - (time.monotonic() - attack_started)))
     finally:
@@ -147,8 +182,12 @@ def test_slow_clients_cannot_stop_another_team_from_training(hostile_server, mni
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "red")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.tokens["red"])
     client = MlflowClient(server.url)
-    red = client.search_runs([client.get_experiment_by_name("red").experiment_id], "tags.`lab.kind` = 'train'",
-                             order_by=["attributes.start_time DESC"], max_results=1)[0]
+    red = client.search_runs(
+        [client.get_experiment_by_name("red").experiment_id],
+        "tags.`lab.kind` = 'train'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     assert red.info.status == "FINISHED"
     assert len(client.get_metric_history(red.info.run_id, "step_train_cost")) == 2 * 800  # every step arrived
     assert health and max(health) < 1.0, f"/health took up to {max(health):.2f} s under attack"
@@ -156,11 +195,16 @@ def test_slow_clients_cannot_stop_another_team_from_training(hostile_server, mni
     assert anonymous_statuses == {401}, anonymous_statuses  # refused before their bodies were read
     timed_out = [a.status for a in attackers[50:90]]
     assert set(timed_out) <= {408, 503} and 408 in timed_out, timed_out  # slow bodies are cut off, never left open
-    assert all(a.closed_after is not None and 9 < a.closed_after < 20 for a in attackers[90:]), \
-        [a.closed_after for a in attackers[90:]]  # trickled headers: the connection is closed after 10 s
+    assert all(a.closed_after is not None and 9 < a.closed_after < 20 for a in attackers[90:]), [
+        a.closed_after for a in attackers[90:]
+    ]  # trickled headers: the connection is closed after 10 s
     assert all(a.closed_after is not None for a in attackers[:50])  # refused and closed, not left trickling
-    listing = requests.get(server.url + "/api/2.0/mlflow/artifacts/list", params={"run_id": run_id},
-                           auth=server.auth("mallory"), timeout=30).json()
+    listing = requests.get(
+        server.url + "/api/2.0/mlflow/artifacts/list",
+        params={"run_id": run_id},
+        auth=server.auth("mallory"),
+        timeout=30,
+    ).json()
     assert "files" not in listing  # no half upload was kept
 
 
@@ -170,15 +214,26 @@ def test_failed_logins_are_throttled_per_real_address_on_every_route(hostile_ser
     server = hostile_server
     experiment, run_id = _mallory_run(server)
     artifact = f"/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run_id}/artifacts/notes.txt"
-    assert requests.put(server.url + artifact, data=b"mallory's notes", auth=server.auth("mallory"), timeout=30).status_code == 200
+    assert (
+        requests.put(
+            server.url + artifact, data=b"mallory's notes", auth=server.auth("mallory"), timeout=30
+        ).status_code
+        == 200
+    )
 
     attacker = _session("127.0.0.5")
     codes = []
     for index in range(10):
         forged = {"X-Forwarded-For": f"10.0.0.{index}", "X-Real-IP": f"10.0.1.{index}"}
         path = artifact if index % 2 else "/api/2.0/mlflow/gateway/endpoints/list"  # native routes and the admin's
-        codes.append(attacker.get(server.url + path, auth=("admin" if index % 3 else "blue", f"lab_guess_{index}"),
-                                  headers=forged, timeout=30).status_code)
+        codes.append(
+            attacker.get(
+                server.url + path,
+                auth=("admin" if index % 3 else "blue", f"lab_guess_{index}"),
+                headers=forged,
+                timeout=30,
+            ).status_code
+        )
     assert codes == [401] * 10
     for path in (artifact, "/api/2.0/lab/whoami", "/api/2.0/mlflow/gateway/endpoints/list"):
         assert attacker.get(server.url + path, auth=("admin", server.tokens["admin"]), timeout=30).status_code == 429
@@ -186,7 +241,10 @@ def test_failed_logins_are_throttled_per_real_address_on_every_route(hostile_ser
 
     bystander = _session("127.0.0.6")
     assert bystander.get(server.url + artifact, auth=server.auth("blue"), timeout=30).content == b"mallory's notes"
-    assert bystander.put(server.url + artifact, data=b"new notes", auth=server.auth("mallory"), timeout=30).status_code == 200
+    assert (
+        bystander.put(server.url + artifact, data=b"new notes", auth=server.auth("mallory"), timeout=30).status_code
+        == 200
+    )
     assert requests.get(server.url + artifact, auth=server.auth("red"), timeout=30).content == b"new notes"
 
 
@@ -208,7 +266,9 @@ def test_guessing_does_not_slow_the_server_for_others(hostile_server):
         for _ in range(20):
             started = time.monotonic()
             assert requests.get(server.url + "/health", timeout=10).status_code == 200
-            assert requests.get(server.url + "/api/2.0/lab/whoami", auth=server.auth("red"), timeout=10).status_code == 200
+            assert (
+                requests.get(server.url + "/api/2.0/lab/whoami", auth=server.auth("red"), timeout=10).status_code == 200
+            )
             times.append(time.monotonic() - started)
     finally:
         stop.set()
@@ -230,25 +290,39 @@ def test_the_throttle_forgets_addresses_beyond_its_bound():
     assert not throttle.blocked("192.0.2.1") and throttle.remembered() <= 1000
 
 
-@pytest.mark.parametrize("variable", ["LAB_SERVER_ADMIN_TOKEN", "MLFLOW_FLASK_SERVER_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"])
+@pytest.mark.parametrize(
+    "variable", ["LAB_SERVER_ADMIN_TOKEN", "MLFLOW_FLASK_SERVER_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"]
+)
 def test_placeholder_secrets_are_refused(tmp_path, variable):
-    placeholders = dict(line.split("=", 1) for line in open(os.path.join(REPO, ".env.example")).read().splitlines()
-                        if "=" in line and not line.startswith("#"))
+    placeholders = dict(
+        line.split("=", 1)
+        for line in open(os.path.join(REPO, ".env.example")).read().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
     secret = placeholders.get(variable) or placeholders["MINIO_ROOT_PASSWORD"]  # the S3 secret is MinIO's password
     env = {key: value for key, value in os.environ.items() if not key.startswith(("LAB_", "MLFLOW_", "AWS_"))}
     env.update(LAB_SERVER_HOME=str(tmp_path), **{variable: secret})
-    result = subprocess.run([str(BIN / "labserver"), "serve", "--backend-store-uri", f"sqlite:///{tmp_path / 'db.sqlite'}",
-                             "--port", "9"], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(BIN / "labserver"), "serve", "--backend-store-uri", f"sqlite:///{tmp_path / 'db.sqlite'}", "--port", "9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: {variable} still holds a placeholder secret from .env.example (put a secret of your own in .env "
-        "(for example `openssl rand -hex 32`), then start again)"]
+        "(for example `openssl rand -hex 32`), then start again)"
+    ]
     assert not (tmp_path / "db.sqlite").exists()  # refused before anything was created
 
 
 def test_every_secret_of_the_example_environment_is_recognised_as_a_placeholder():
     from labserver.config import PLACEHOLDER_MARK
 
-    secrets = [line.split("=", 1)[1] for line in open(os.path.join(REPO, ".env.example")).read().splitlines()
-               if "=" in line and any(word in line.split("=", 1)[0] for word in ("PASSWORD", "TOKEN", "SECRET"))]
+    secrets = [
+        line.split("=", 1)[1]
+        for line in open(os.path.join(REPO, ".env.example")).read().splitlines()
+        if "=" in line and any(word in line.split("=", 1)[0] for word in ("PASSWORD", "TOKEN", "SECRET"))
+    ]
     assert len(secrets) == 4 and all(PLACEHOLDER_MARK in secret for secret in secrets)

@@ -14,9 +14,11 @@ import pytest
 import requests
 
 from labclient.safe_text import markup, one_line, printable
-from servers import BIN, LabServer, run_labserver
+from tests.servers import BIN, LabServer, run_labserver
 
-HOSTILE = "[link=http://evil.example]red[/link] \x1b]0;pwned\x07\x1b[2J\u202eevil\x1b]8;;http://evil.example\x07x\x1b]8;;\x07"
+HOSTILE = (
+    "[link=http://evil.example]red[/link] \x1b]0;pwned\x07\x1b[2J\u202eevil\x1b]8;;http://evil.example\x07x\x1b]8;;\x07"
+)
 FORBIDDEN_BYTES = (b"\x1b]0;pwned", b"\x1b]8;;http://evil.example", b"\x1b[2J", "\u202e".encode())
 
 
@@ -40,11 +42,24 @@ def test_printable_text_keeps_what_a_reader_should_see():
 def _in_a_terminal(server, team, home, *args) -> bytes:
     """Run labclient with a pseudo-terminal as its stdout and stderr, as a student's shell would; returns its bytes."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("LAB_", "MLFLOW_"))}
-    env.update(server.client_env(team), LAB_HOME=str(home / "data"), LAB_CACHE_DIR=str(home / "cache"),
-               LAB_CONFIG=str(home / "config.toml"), TERM="xterm-256color", COLUMNS="200", LINES="50")
+    env.update(
+        server.client_env(team),
+        LAB_HOME=str(home / "data"),
+        LAB_CACHE_DIR=str(home / "cache"),
+        LAB_CONFIG=str(home / "config.toml"),
+        TERM="xterm-256color",
+        COLUMNS="200",
+        LINES="50",
+    )
     leader, follower = pty.openpty()
-    process = subprocess.Popen([str(BIN / "labclient"), *args], env=env, stdin=subprocess.DEVNULL, stdout=follower,
-                               stderr=follower, close_fds=True)
+    process = subprocess.Popen(
+        [str(BIN / "labclient"), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+    )
     os.close(follower)
     output = b""
     while True:
@@ -80,20 +95,37 @@ def test_text_a_team_wrote_cannot_take_over_a_terminal(hostile_server, tmp_path)
             run.set_tags({"lab.hw.device": HOSTILE, "lab.trainer": HOSTILE})
             run.log_params({"lr": HOSTILE, "optimizer": HOSTILE})
             run.log_metrics({"test_accuracy": 0.5, "test_cost": 0.4})
-            run.log_weights({"0.weight": np.ones((10, 64), dtype=np.float32), "0.bias": np.zeros(10, dtype=np.float32)},
-                            spec={"format": "labspec/1", "input_shape": [1, 8, 8], "num_classes": 10,
-                                  "layers": [{"type": "Flatten"}, {"type": "Linear", "in_features": 64, "out_features": 10}]})
+            run.log_weights(
+                {"0.weight": np.ones((10, 64), dtype=np.float32), "0.bias": np.zeros(10, dtype=np.float32)},
+                spec={
+                    "format": "labspec/1",
+                    "input_shape": [1, 8, 8],
+                    "num_classes": 10,
+                    "layers": [{"type": "Flatten"}, {"type": "Linear", "in_features": 64, "out_features": 10}],
+                },
+            )
         name = run.name
     finally:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
         reset_settings()
-    requests.post(server.url + "/api/2.0/mlflow/runs/set-tag", auth=server.auth("mallory"), timeout=30,
-                  json={"run_id": run.id, "key": "mlflow.note.content", "value": HOSTILE + "\n\n" + HOSTILE})
-    outputs = {args: _in_a_terminal(server, "red", tmp_path, *args) for args in (
-        ("leaderboard",), ("leaderboard", "--by", "run"), ("diary", "list"), ("diary", name), ("fetch", name),
-        ("fetch", "mallory/run-999999"),
-    )}
+    requests.post(
+        server.url + "/api/2.0/mlflow/runs/set-tag",
+        auth=server.auth("mallory"),
+        timeout=30,
+        json={"run_id": run.id, "key": "mlflow.note.content", "value": HOSTILE + "\n\n" + HOSTILE},
+    )
+    outputs = {
+        args: _in_a_terminal(server, "red", tmp_path, *args)
+        for args in (
+            ("leaderboard",),
+            ("leaderboard", "--by", "run"),
+            ("diary", "list"),
+            ("diary", name),
+            ("fetch", name),
+            ("fetch", "mallory/run-999999"),
+        )
+    }
     for args, output in outputs.items():
         for forbidden in FORBIDDEN_BYTES:
             assert forbidden not in output, (args, forbidden, output[:2000])

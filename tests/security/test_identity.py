@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
-from labclient.store import refs
 from labclient.diary.entries import _listing
+from labclient.store import refs
 from labserver.leaderboard import PLATFORM_METRICS, UnknownMetric, leaderboard_rows
 from labserver.leaderboard_page import render
-from servers import BIN
+from tests.servers import BIN
 
 WEIGHTS = {"0.weight": np.ones((10, 64), dtype=np.float32), "0.bias": np.zeros(10, dtype=np.float32)}
 
@@ -35,14 +35,20 @@ def _api(server, team, method, path, **kwargs):
 
 
 def _experiment(server, team) -> str:
-    return _api(server, team, "GET", "/api/2.0/mlflow/experiments/get-by-name",
-                params={"experiment_name": team}).json()["experiment"]["experiment_id"]
+    return _api(
+        server, team, "GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": team}
+    ).json()["experiment"]["experiment_id"]
 
 
 def _labclient(server, team, home, *args, check=True) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("LAB_", "MLFLOW_"))}
-    env.update(server.client_env(team), LAB_HOME=str(home / "data"), LAB_CACHE_DIR=str(home / "cache"),
-               LAB_CONFIG=str(home / "config.toml"), LAB_DRAIN_TIMEOUT="60")
+    env.update(
+        server.client_env(team),
+        LAB_HOME=str(home / "data"),
+        LAB_CACHE_DIR=str(home / "cache"),
+        LAB_CONFIG=str(home / "config.toml"),
+        LAB_DRAIN_TIMEOUT="60",
+    )
     result = subprocess.run([str(BIN / "labclient"), *args], env=env, capture_output=True, text=True, timeout=240)
     assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
     if check:
@@ -56,8 +62,18 @@ def _push(server, team, tmp_path, note: str | None = None) -> tuple[str, str]:
 
     path = tmp_path / f"{team}-weights.safetensors"
     save_file(WEIGHTS, str(path))
-    pushed = _labclient(server, team, tmp_path / team, "push", str(path), "--arch", "64-10:relu", "--dataset", "digits",
-                        *(["--note", note] if note else []))
+    pushed = _labclient(
+        server,
+        team,
+        tmp_path / team,
+        "push",
+        str(path),
+        "--arch",
+        "64-10:relu",
+        "--dataset",
+        "digits",
+        *(["--note", note] if note else []),
+    )
     run_id = pushed.stdout.split("see it: ", 1)[1].split("/runs/", 1)[1].split("?", 1)[0]
     return run_id, pushed.stdout.split(" as ", 1)[1].split()[0]
 
@@ -83,7 +99,9 @@ REFUSED = [
 def test_a_team_cannot_write_a_runs_identity(hostile_server, route, body):
     server = hostile_server
     experiment = _experiment(server, "blue")
-    run_id = _api(server, "blue", "POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": experiment}).json()["run"]["info"]["run_id"]
+    run_id = _api(server, "blue", "POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": experiment}).json()[
+        "run"
+    ]["info"]["run_id"]
     registered = _api(server, "blue", "POST", "/api/2.0/lab/runs/register", json={"run_id": run_id}).json()
     payload = body(run_id)
     if payload.get("experiment_id", "") is None:
@@ -101,23 +119,49 @@ def test_a_team_cannot_write_a_runs_identity(hostile_server, route, body):
 def test_a_team_may_still_name_and_tag_its_runs_freely(hostile_server):
     server = hostile_server
     experiment = _experiment(server, "blue")
-    created = _api(server, "blue", "POST", "/api/2.0/mlflow/runs/create",
-                   json={"experiment_id": experiment, "run_name": "blue/wide-net", "tags": [{"key": "lab.kind", "value": "x"}]})
+    created = _api(
+        server,
+        "blue",
+        "POST",
+        "/api/2.0/mlflow/runs/create",
+        json={"experiment_id": experiment, "run_name": "blue/wide-net", "tags": [{"key": "lab.kind", "value": "x"}]},
+    )
     assert created.status_code == 200, created.text
     run_id = created.json()["run"]["info"]["run_id"]
-    assert _api(server, "blue", "POST", "/api/2.0/mlflow/runs/update", json={"run_id": run_id, "run_name": "try 2"}).status_code == 200
-    assert _api(server, "blue", "POST", "/api/2.0/mlflow/runs/set-tag",
-                json={"run_id": run_id, "key": "note", "value": "lab.team red/run-1"}).status_code == 200
+    assert (
+        _api(
+            server, "blue", "POST", "/api/2.0/mlflow/runs/update", json={"run_id": run_id, "run_name": "try 2"}
+        ).status_code
+        == 200
+    )
+    assert (
+        _api(
+            server,
+            "blue",
+            "POST",
+            "/api/2.0/mlflow/runs/set-tag",
+            json={"run_id": run_id, "key": "note", "value": "lab.team red/run-1"},
+        ).status_code
+        == 200
+    )
     # and the admin keeps every power
-    assert requests.post(server.url + "/api/2.0/mlflow/runs/set-tag", auth=server.auth("admin"), timeout=30,
-                         json={"run_id": run_id, "key": "lab.verified.checked", "value": "1"}).status_code == 200
+    assert (
+        requests.post(
+            server.url + "/api/2.0/mlflow/runs/set-tag",
+            auth=server.auth("admin"),
+            timeout=30,
+            json={"run_id": run_id, "key": "lab.verified.checked", "value": "1"},
+        ).status_code
+        == 200
+    )
 
 
 @pytest.mark.slow
 def test_registration_numbers_only_the_callers_own_runs(hostile_server):
     server = hostile_server
-    red_run = _api(server, "red", "POST", "/api/2.0/mlflow/runs/create",
-                   json={"experiment_id": _experiment(server, "red")}).json()["run"]["info"]["run_id"]
+    red_run = _api(
+        server, "red", "POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": _experiment(server, "red")}
+    ).json()["run"]["info"]["run_id"]
     assert _api(server, "blue", "POST", "/api/2.0/lab/runs/register", json={"run_id": red_run}).status_code == 403
     first = _api(server, "red", "POST", "/api/2.0/lab/runs/register", json={"run_id": red_run}).json()
     again = _api(server, "red", "POST", "/api/2.0/lab/runs/register", json={"run_id": red_run}).json()
@@ -134,8 +178,13 @@ def forged(hostile_server, tmp_path_factory):
     blue_run, _ = _push(server, "blue", folder)
     escape_run, _ = _push(server, "blue", folder)
     for team, run_id, accuracy in (("red", red_run, 0.9), ("blue", blue_run, 0.8), ("blue", escape_run, 0.7)):
-        _api(server, team, "POST", "/api/2.0/mlflow/runs/log-metric",
-             json={"run_id": run_id, "key": "test_accuracy", "value": accuracy, "timestamp": 1, "step": 0})
+        _api(
+            server,
+            team,
+            "POST",
+            "/api/2.0/mlflow/runs/log-metric",
+            json={"run_id": run_id, "key": "test_accuracy", "value": accuracy, "timestamp": 1, "step": 0},
+        )
     database = MlflowClient(server.db_uri)  # below the server: what a team could do on a server without its rules
     for key, value in (("lab.team", "red"), ("lab.run_number", red_name.split("-")[-1]), ("mlflow.runName", red_name)):
         database.set_tag(blue_run, key, value)
@@ -187,13 +236,31 @@ def test_one_teams_absurd_values_break_no_page_and_no_command(hostile_server, tm
     experiment = _experiment(server, "mallory")
     absurd = []
     for value, start in (("NaN", 1), ("Infinity", 99999999999999999), ("-Infinity", -5)):
-        run = _api(server, "mallory", "POST", "/api/2.0/mlflow/runs/create",
-                   json={"experiment_id": experiment, "start_time": start}).json()["run"]["info"]["run_id"]
+        run = _api(
+            server,
+            "mallory",
+            "POST",
+            "/api/2.0/mlflow/runs/create",
+            json={"experiment_id": experiment, "start_time": start},
+        ).json()["run"]["info"]["run_id"]
         _api(server, "mallory", "POST", "/api/2.0/lab/runs/register", json={"run_id": run})
-        logged = _api(server, "mallory", "POST", "/api/2.0/mlflow/runs/log-batch", json={
-            "run_id": run, "metrics": [{"key": key, "value": value, "timestamp": 1, "step": 0}
-                                       for key in ("test_accuracy", "test_cost", "compute_parameters", "training_time_s")],
-            "tags": [{"key": "lab.weights.sha256", "value": "0" * 64}, {"key": "lab.hw.device", "value": "\x1b]0;pwned\x07"}]})
+        logged = _api(
+            server,
+            "mallory",
+            "POST",
+            "/api/2.0/mlflow/runs/log-batch",
+            json={
+                "run_id": run,
+                "metrics": [
+                    {"key": key, "value": value, "timestamp": 1, "step": 0}
+                    for key in ("test_accuracy", "test_cost", "compute_parameters", "training_time_s")
+                ],
+                "tags": [
+                    {"key": "lab.weights.sha256", "value": "0" * 64},
+                    {"key": "lab.hw.device", "value": "\x1b]0;pwned\x07"},
+                ],
+            },
+        )
         assert logged.status_code == 200, logged.text
         _api(server, "mallory", "POST", "/api/2.0/mlflow/runs/update", json={"run_id": run, "status": "FINISHED"})
         absurd.append(run)
@@ -209,7 +276,10 @@ def test_one_teams_absurd_values_break_no_page_and_no_command(hostile_server, tm
     for args in (("leaderboard",), ("leaderboard", "--by", "run", "--metric", "cost"), ("diary", "list")):
         _labclient(server, "red", tmp_path, *args)
     refused = _labclient(server, "red", tmp_path, "fetch", absurd[1], check=False)
-    assert refused.returncode != 0 and len([line for line in refused.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert (
+        refused.returncode != 0
+        and len([line for line in refused.stderr.splitlines() if line.startswith("error:")]) == 1
+    )
 
 
 @pytest.mark.slow
@@ -218,23 +288,49 @@ def test_teams_cannot_tie_their_work_to_another_teams(hostile_server):
     models as outputs; writing and linking traces is the admin's."""
     server = hostile_server
     red_experiment, blue_experiment = _experiment(server, "red"), _experiment(server, "blue")
-    red_run = _api(server, "red", "POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": red_experiment}).json()["run"]["info"]["run_id"]
-    blue_run = _api(server, "blue", "POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": blue_experiment}).json()["run"]["info"]["run_id"]
-    red_model = _api(server, "red", "POST", "/api/2.0/mlflow/logged-models",
-                     json={"experiment_id": red_experiment, "source_run_id": red_run, "name": "red-net"})
+    red_run = _api(server, "red", "POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": red_experiment}).json()[
+        "run"
+    ]["info"]["run_id"]
+    blue_run = _api(
+        server, "blue", "POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": blue_experiment}
+    ).json()["run"]["info"]["run_id"]
+    red_model = _api(
+        server,
+        "red",
+        "POST",
+        "/api/2.0/mlflow/logged-models",
+        json={"experiment_id": red_experiment, "source_run_id": red_run, "name": "red-net"},
+    )
     assert red_model.status_code == 200, red_model.text
     model_id = red_model.json()["model"]["info"]["model_id"]
 
-    stolen = _api(server, "blue", "POST", "/api/2.0/mlflow/logged-models",
-                  json={"experiment_id": blue_experiment, "source_run_id": red_run, "name": "mine"})
+    stolen = _api(
+        server,
+        "blue",
+        "POST",
+        "/api/2.0/mlflow/logged-models",
+        json={"experiment_id": blue_experiment, "source_run_id": red_run, "name": "mine"},
+    )
     assert stolen.status_code == 403 and "source run is team red's" in stolen.json()["message"]
-    claimed = _api(server, "blue", "POST", "/api/2.0/mlflow/runs/outputs",
-                   json={"run_id": blue_run, "models": [{"model_id": model_id, "step": 0}]})
+    claimed = _api(
+        server,
+        "blue",
+        "POST",
+        "/api/2.0/mlflow/runs/outputs",
+        json={"run_id": blue_run, "models": [{"model_id": model_id, "step": 0}]},
+    )
     assert claimed.status_code == 403, claimed.text  # MLflow's own rule refuses it before the lab's does
-    linked = _api(server, "blue", "POST", "/api/2.0/mlflow/traces/link-to-run", json={"trace_ids": ["tr-1"], "run_id": red_run})
+    linked = _api(
+        server, "blue", "POST", "/api/2.0/mlflow/traces/link-to-run", json={"trace_ids": ["tr-1"], "run_id": red_run}
+    )
     assert linked.status_code == 403
-    own = _api(server, "blue", "POST", "/api/2.0/mlflow/logged-models",
-               json={"experiment_id": blue_experiment, "source_run_id": blue_run, "name": "blue-net"})
+    own = _api(
+        server,
+        "blue",
+        "POST",
+        "/api/2.0/mlflow/logged-models",
+        json={"experiment_id": blue_experiment, "source_run_id": blue_run, "name": "blue-net"},
+    )
     assert own.status_code == 200, own.text
 
 
@@ -251,7 +347,7 @@ def test_team_names_are_matched_whole():
 
 
 def test_labserver_refuses_a_team_name_with_a_trailing_newline(tmp_path):
-    from servers import LabServer, run_labserver
+    from tests.servers import LabServer, run_labserver
 
     server = LabServer(home=tmp_path, db_uri=f"sqlite:///{tmp_path / 'db.sqlite'}", artifacts=str(tmp_path / "a"))
     output = run_labserver(server, "team", "add", "red\n", check=False)
@@ -274,14 +370,17 @@ def test_the_client_refuses_to_write_identity_tags():
 
 # --- properties: any value a team can write, through every listing ----------------------------------------
 TEXT = st.text(max_size=40)
-VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**30, 10**30).map(float))
-TIMES = st.one_of(st.none(), st.integers(-10**20, 10**20))
+VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**30), 10**30).map(float))
+TIMES = st.one_of(st.none(), st.integers(-(10**20), 10**20))
 
 
 class _Run:
     def __init__(self, experiment_id, run_id, name, status, start, metrics, tags, params):
-        self.info = type("Info", (), {"experiment_id": experiment_id, "run_id": run_id, "run_name": name,
-                                       "status": status, "start_time": start})()
+        self.info = type(
+            "Info",
+            (),
+            {"experiment_id": experiment_id, "run_id": run_id, "run_name": name, "status": status, "start_time": start},
+        )()
         self.data = type("Data", (), {"metrics": metrics, "tags": tags, "params": params})()
 
 
@@ -296,7 +395,9 @@ class _Client:
         self.experiments, self.runs = experiments, runs
 
     def search_experiments(self):
-        return [type("Experiment", (), {"experiment_id": key, "name": name})() for key, name in self.experiments.items()]
+        return [
+            type("Experiment", (), {"experiment_id": key, "name": name})() for key, name in self.experiments.items()
+        ]
 
     def get_experiment(self, experiment_id):
         return type("Experiment", (), {"experiment_id": experiment_id, "name": self.experiments[experiment_id]})()
@@ -310,15 +411,40 @@ def _runs(draw):
     experiments = {"1": "red", "2": "blue", "3": draw(TEXT)}
     runs = []
     for index in range(draw(st.integers(1, 6))):
-        metric_names = st.sampled_from(["test_accuracy", "test_cost", "compute_parameters", "compute_macs_per_sample",
-                                        "training_time_s", "x"])
-        tags = draw(st.dictionaries(st.one_of(st.sampled_from(["lab.team", "lab.run_number", "lab.hw.device",
-                                                               "lab.weights.sha256", "mlflow.note.content",
-                                                               "lab.hw.gpu.name"]), TEXT), TEXT, max_size=5))
-        runs.append(_Run(draw(st.sampled_from(list(experiments))), f"{index:032x}", draw(st.one_of(st.none(), TEXT)),
-                         draw(st.sampled_from(["FINISHED", "FAILED", "RUNNING", draw(TEXT)])), draw(TIMES),
-                         draw(st.dictionaries(metric_names, VALUES, max_size=6)), tags,
-                         draw(st.dictionaries(TEXT, TEXT, max_size=3))))
+        metric_names = st.sampled_from(
+            ["test_accuracy", "test_cost", "compute_parameters", "compute_macs_per_sample", "training_time_s", "x"]
+        )
+        tags = draw(
+            st.dictionaries(
+                st.one_of(
+                    st.sampled_from(
+                        [
+                            "lab.team",
+                            "lab.run_number",
+                            "lab.hw.device",
+                            "lab.weights.sha256",
+                            "mlflow.note.content",
+                            "lab.hw.gpu.name",
+                        ]
+                    ),
+                    TEXT,
+                ),
+                TEXT,
+                max_size=5,
+            )
+        )
+        runs.append(
+            _Run(
+                draw(st.sampled_from(list(experiments))),
+                f"{index:032x}",
+                draw(st.one_of(st.none(), TEXT)),
+                draw(st.sampled_from(["FINISHED", "FAILED", "RUNNING", draw(TEXT)])),
+                draw(TIMES),
+                draw(st.dictionaries(metric_names, VALUES, max_size=6)),
+                tags,
+                draw(st.dictionaries(TEXT, TEXT, max_size=3)),
+            )
+        )
     return experiments, runs
 
 
@@ -326,8 +452,11 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 
 @PROPERTY
-@given(_runs(), st.sampled_from(["test_accuracy", "test_cost", "training_time_s", "compute_parameters"]),
-       st.sampled_from(["team", "run"]))
+@given(
+    _runs(),
+    st.sampled_from(["test_accuracy", "test_cost", "training_time_s", "compute_parameters"]),
+    st.sampled_from(["team", "run"]),
+)
 def test_any_values_give_a_leaderboard_that_renders(data, metric, by):
     experiments, runs = data
     try:
@@ -340,7 +469,9 @@ def test_any_values_give_a_leaderboard_that_renders(data, metric, by):
         run = next(run for run in runs if run.info.run_id == row["run_id"])
         assert row["team"] == experiments[run.info.experiment_id]  # never a tag
         assert row["run"] == row["run_id"] or row["run"].startswith(f"{row['team']}/run-")
-        assert all(value is None or math.isfinite(value) for value in (row["value"], row["test_accuracy"], row["test_cost"]))
+        assert all(
+            value is None or math.isfinite(value) for value in (row["value"], row["test_accuracy"], row["test_cost"])
+        )
     html = render(rows, metric=metric, by=by)
     assert "<script" not in html.lower() and text is not None
 
@@ -372,5 +503,7 @@ def test_identity_comes_from_the_experiment_and_ascii_numbers_only(tags, experim
 
     assert team == (experiment_name if is_valid_team(experiment_name) else None)
     value = tags.get("lab.run_number", "")
-    expected = int(value) if team and value.isascii() and value.isdigit() and value[0] != "0" and len(value) < 10 else None
+    expected = (
+        int(value) if team and value.isascii() and value.isdigit() and value[0] != "0" and len(value) < 10 else None
+    )
     assert number == expected

@@ -39,5 +39,7 @@ for template, method in flask_routes(flask_app):
     print(json.dumps({"layer": "flask", "method": method, "route": template, "decision": decision and decision.value}))
 for template, method in fastapi_routes(getattr(served, "app", served)):  # inside the front door
     decision = native_route_decision(example_path(template), method)
-    print(json.dumps({"layer": "fastapi", "method": method, "route": template, "decision": decision and decision.value}))
+    print(
+        json.dumps({"layer": "fastapi", "method": method, "route": template, "decision": decision and decision.value})
+    )
 sys.stdout.flush()

@@ -26,7 +26,7 @@ LAYOUT = "workflowType=machine_learning"
 @pytest.fixture(scope="module")
 def lab_server(tmp_path_factory):
     """A server of their own: these tests rank and edit runs, so other tests' runs must stay out."""
-    from servers import sqlite_lab_server
+    from tests.servers import sqlite_lab_server
 
     server = sqlite_lab_server(tmp_path_factory.mktemp("browser-server"))
     yield server
@@ -36,8 +36,10 @@ def lab_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: install Debian's package (`apt-get install chromium`, or run "
-                    "scripts/test-prerequisites); these tests never download Playwright's own browser")
+        pytest.fail(
+            f"Chromium is missing at {CHROMIUM}: install Debian's package (`apt-get install chromium`, or run "
+            "scripts/test-prerequisites); these tests never download Playwright's own browser"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -57,8 +59,19 @@ def trained(lab_server, tmp_path_factory) -> dict[str, dict]:
     runs = {}
     with pytest.MonkeyPatch.context() as patch:
         for team, epochs in (("red", "1"), ("blue", "2")):
-            output = _labclient(patch, lab_server, team, tmp_path_factory, "train", "--trainer", "logreg", "--dataset",
-                                "digits", "--epochs", epochs)
+            output = _labclient(
+                patch,
+                lab_server,
+                team,
+                tmp_path_factory,
+                "train",
+                "--trainer",
+                "logreg",
+                "--dataset",
+                "digits",
+                "--epochs",
+                epochs,
+            )
             name = re.search(rf"run ({team}/run-\d+) started", output).group(1)
             runs[team] = _run_by_name(lab_server, team, name)
     return runs
@@ -91,8 +104,13 @@ def _labclient(patch, server, team, tmp_path_factory, *args) -> str:
     from labclient.config import reset_settings
 
     home = tmp_path_factory.mktemp(f"client-{team}")
-    for key, value in {**server.client_env(team), "LAB_HOME": str(home / "data"), "LAB_CACHE_DIR": str(home / "cache"),
-                       "LAB_CONFIG": str(home / "config.toml"), "LAB_MNIST_MIRRORS": '["http://127.0.0.1:9/"]'}.items():
+    for key, value in {
+        **server.client_env(team),
+        "LAB_HOME": str(home / "data"),
+        "LAB_CACHE_DIR": str(home / "cache"),
+        "LAB_CONFIG": str(home / "config.toml"),
+        "LAB_MNIST_MIRRORS": '["http://127.0.0.1:9/"]',
+    }.items():
         patch.setenv(key, value)
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         patch.delenv(key, raising=False)
@@ -109,8 +127,16 @@ def _api(server, team: str, method: str, path: str, **kwargs) -> requests.Respon
 
 def _run_by_name(server, team: str, name: str) -> dict:
     experiment = _api(server, team, "GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": team})
-    found = _api(server, team, "POST", "/api/2.0/mlflow/runs/search", json={
-        "experiment_ids": [experiment.json()["experiment"]["experiment_id"]], "filter": f"attributes.run_name = '{name}'"})
+    found = _api(
+        server,
+        team,
+        "POST",
+        "/api/2.0/mlflow/runs/search",
+        json={
+            "experiment_ids": [experiment.json()["experiment"]["experiment_id"]],
+            "filter": f"attributes.run_name = '{name}'",
+        },
+    )
     (run,) = found.json()["runs"]
     return run
 
@@ -202,7 +228,9 @@ def test_an_edit_in_the_browser_is_what_the_cli_prints(lab_server, trained, page
     run, marker = trained["red"], "Edited in the browser: eta 0.5 reached the plateau in one epoch."
     page = page_as(lab_server, "red")
     _open_run_page(page, lab_server, run)
-    edited, answer = _edit_description(page, lambda text: text.replace("## What we learned", f"## What we learned\n\n{marker}"))
+    edited, answer = _edit_description(
+        page, lambda text: text.replace("## What we learned", f"## What we learned\n\n{marker}")
+    )
     assert answer.status == 200, answer.text()
     toggle = page.get_by_test_id("show-comment-toggle")
     expect(toggle).to_have_text("Show more")  # saved: the editor closed, the entry is folded again
@@ -242,8 +270,11 @@ def test_another_team_reads_but_cannot_edit(lab_server, trained, page_as, shots,
     refused = cli("diary", run["info"]["run_name"], "--append", "blue was here")
     assert refused.exit_code == 3
     assert refused.output.strip().splitlines() == [
-        ("error: team blue can read but not edit team red's runs (ask team red to change it, or write in your own: "
-         "labclient diary blue --append TEXT)")]
+        (
+            "error: team blue can read but not edit team red's runs (ask team red to change it, or write in your own: "
+            "labclient diary blue --append TEXT)"
+        )
+    ]
     assert _description(lab_server, run) == before
     assert "blue was here" not in cli("diary", run["info"]["run_name"], "--raw").output
 
@@ -263,19 +294,31 @@ def _expected_rows(server, **query) -> list[dict]:
 
 def _page_rows(page) -> list[dict]:
     rows = page.locator("#leaderboard tbody tr")
-    return [{"team": row.get_attribute("data-team"), "run_id": row.get_attribute("data-run-id"),
-             "cells": row.locator("td").all_inner_texts()} for row in rows.all()]
+    return [
+        {
+            "team": row.get_attribute("data-team"),
+            "run_id": row.get_attribute("data-run-id"),
+            "cells": row.locator("td").all_inner_texts(),
+        }
+        for row in rows.all()
+    ]
 
 
 def test_the_leaderboard_page_lists_each_teams_best_run(lab_server, trained, page_as, shots):
     from playwright.sync_api import expect
 
-    from labserver.units import human_count
     from labserver import leaderboard_page
+    from labserver.units import human_count
 
     markup = 'cpu <b id="injected">bold</b><script>window.injected = 1</script>'
     blue = trained["blue"]["info"]["run_id"]
-    tagged = _api(lab_server, "blue", "POST", "/api/2.0/mlflow/runs/set-tag", json={"run_id": blue, "key": "lab.hw.device", "value": markup})
+    tagged = _api(
+        lab_server,
+        "blue",
+        "POST",
+        "/api/2.0/mlflow/runs/set-tag",
+        json={"run_id": blue, "key": "lab.hw.device", "value": markup},
+    )
     assert tagged.status_code == 200  # teams write their own tags: the page must show them as text
 
     page = page_as(lab_server, "blue")  # any team's login reads it
@@ -318,8 +361,11 @@ def test_the_leaderboard_json_twin(lab_server, trained):
     assert costs == sorted(costs) and {"red", "blue"} <= {row["team"] for row in body["rows"]}
     for row in body["rows"]:
         assert row["url"] == f"{lab_server.url}/#/experiments/{row['experiment_id']}/runs/{row['run_id']}?{LAYOUT}"
-    for query, fragment in (({"metric": "no_such_metric"}, "no finished run logs a metric named 'no_such_metric'"),
-                            ({"by": "colour"}, "cannot rank by 'colour'"), ({"limit": "0"}, "limit must be a positive")):
+    for query, fragment in (
+        ({"metric": "no_such_metric"}, "no finished run logs a metric named 'no_such_metric'"),
+        ({"by": "colour"}, "cannot rank by 'colour'"),
+        ({"limit": "0"}, "limit must be a positive"),
+    ):
         refused = _api(lab_server, "red", "GET", "/api/2.0/lab/leaderboard", params=query)
         assert refused.status_code == 400 and fragment in refused.json()["message"]
 
@@ -332,7 +378,10 @@ def test_a_browser_without_a_login_is_asked_for_one(lab_server, page_as, path):
     from playwright.sync_api import Error
 
     page = page_as(lab_server, None)
-    with page.expect_response(lab_server.url + path) as challenge, pytest.raises(Error, match="ERR_INVALID_AUTH_CREDENTIALS"):
+    with (
+        page.expect_response(lab_server.url + path) as challenge,
+        pytest.raises(Error, match="ERR_INVALID_AUTH_CREDENTIALS"),
+    ):
         page.goto(lab_server.url + path)
     assert challenge.value.status == 401
     assert challenge.value.headers["www-authenticate"] == 'Basic realm="lab"'

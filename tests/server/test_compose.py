@@ -20,8 +20,19 @@ def resolved(tmp_path_factory):
     env_file = tmp_path_factory.mktemp("compose") / ".env"
     env_file.write_text((REPO / ".env.example").read_text())
     result = subprocess.run(
-        [binary, "--project-directory", str(REPO), "-f", str(REPO / "docker-compose.yml"), "--env-file", str(env_file), "config"],
-        capture_output=True, text=True, timeout=60,
+        [
+            binary,
+            "--project-directory",
+            str(REPO),
+            "-f",
+            str(REPO / "docker-compose.yml"),
+            "--env-file",
+            str(env_file),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
@@ -41,7 +52,9 @@ def test_services_volumes_and_order(resolved):
 def test_credentials_come_from_the_env_file(resolved):
     server = resolved["services"]["labserver"]
     environment = server["environment"]
-    assert environment["LAB_SERVER_BACKEND_STORE_URI"].startswith("postgresql+psycopg://lab:change-me-postgres@postgres:5432/lab")
+    assert environment["LAB_SERVER_BACKEND_STORE_URI"].startswith(
+        "postgresql+psycopg://lab:change-me-postgres@postgres:5432/lab"
+    )
     assert environment["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert "--artifacts-destination=s3://lab-artifacts/artifacts" in server["command"]
     published = server["ports"][0]

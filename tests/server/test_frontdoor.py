@@ -17,7 +17,8 @@ def test_one_team_never_holds_more_than_its_share():
         assert [await gate.acquire("mallory", 0.01) for _ in range(3)] == [True, True, False]
         assert await gate.acquire("red", 0.01) and await gate.acquire("blue", 0.01)
         assert dict(gate.held) == {"mallory": 2, "red": 1, "blue": 1}
-        # mallory queues first, then red: when a slot of mallory's frees, mallory's waiter gets it; red's gets a free one
+        # mallory queues first, then red: when a slot of mallory's frees, mallory's waiter gets it;
+        # red's gets a free one
         waiting_mallory = asyncio.create_task(gate.acquire("mallory", 5))
         waiting_red = asyncio.create_task(gate.acquire("red", 5))
         await asyncio.sleep(0.01)
@@ -65,10 +66,13 @@ def test_a_steady_body_is_read_whole(monkeypatch):
     assert body == b"x" * 5000
 
 
-@pytest.mark.parametrize("chunks, pause, grace, why", [
-    ([b"x"] * 10, 0.2, 0.5, "too slowly"),  # a byte at a time: below the minimum pace once the grace is over
-    ([b"x", b"y"], 1.0, 5.0, "stopped arriving"),  # a pause longer than the idle limit
-])
+@pytest.mark.parametrize(
+    "chunks, pause, grace, why",
+    [
+        ([b"x"] * 10, 0.2, 0.5, "too slowly"),  # a byte at a time: below the minimum pace once the grace is over
+        ([b"x", b"y"], 1.0, 5.0, "stopped arriving"),  # a pause longer than the idle limit
+    ],
+)
 def test_a_slow_body_is_cut_off(monkeypatch, chunks, pause, grace, why):
     monkeypatch.setattr(frontdoor, "BODY_GRACE_S", grace)
     monkeypatch.setattr(frontdoor, "BODY_IDLE_S", 0.6)

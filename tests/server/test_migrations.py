@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from labserver.db import migrate
@@ -44,6 +45,7 @@ def test_sqlite_round_trip(tmp_path):
     _round_trip(f"sqlite:///{tmp_path / 'lab.db'}")
 
 
+@pytest.mark.slow
 def test_postgresql_round_trip(pg_uri):
     _round_trip(pg_uri)
 

@@ -50,8 +50,11 @@ def test_key_routes_get_the_intended_decision(routes):
     assert _decision(routes, "flask", "POST", "/api/2.0/mlflow/runs/log-batch") == "mlflow"
     assert _decision(routes, "flask", "GET", "/health") == "public"
     # chunked uploads: the team that may update the run (the views ask basic-auth), or the admin
-    for method, route in (("POST", "/api/2.0/lab/uploads/create"), ("PUT", "/api/2.0/lab/uploads/chunk"),
-                          ("POST", "/api/2.0/lab/uploads/complete")):
+    for method, route in (
+        ("POST", "/api/2.0/lab/uploads/create"),
+        ("PUT", "/api/2.0/lab/uploads/chunk"),
+        ("POST", "/api/2.0/lab/uploads/complete"),
+    ):
         assert _decision(routes, "flask", method, route) == "team-owner"
     # the artifact streaming routes are native FastAPI routes that never pass Flask's hooks
     artifact_routes = [r for r in routes if r["layer"] == "fastapi" and "mlflow-artifacts/artifacts" in r["route"]]

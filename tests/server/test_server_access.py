@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
@@ -18,14 +17,34 @@ def _api(server, team, method, path, **kwargs):
 @pytest.fixture(scope="module")
 def red_run(lab_server):
     """A run of team red, made through MLflow's REST API with red's token."""
-    experiment = _api(lab_server, "red", "GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "red"}).json()
+    experiment = _api(
+        lab_server, "red", "GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "red"}
+    ).json()
     experiment_id = experiment["experiment"]["experiment_id"]
-    created = _api(lab_server, "red", "POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": experiment_id, "run_name": "red/manual"})
+    created = _api(
+        lab_server,
+        "red",
+        "POST",
+        "/api/2.0/mlflow/runs/create",
+        json={"experiment_id": experiment_id, "run_name": "red/manual"},
+    )
     assert created.status_code == 200, created.text
     run_id = created.json()["run"]["info"]["run_id"]
-    logged = _api(lab_server, "red", "POST", "/api/2.0/mlflow/runs/log-metric", json={"run_id": run_id, "key": "cost", "value": 0.5, "timestamp": 1, "step": 0})
+    logged = _api(
+        lab_server,
+        "red",
+        "POST",
+        "/api/2.0/mlflow/runs/log-metric",
+        json={"run_id": run_id, "key": "cost", "value": 0.5, "timestamp": 1, "step": 0},
+    )
     assert logged.status_code == 200
-    upload = _api(lab_server, "red", "PUT", f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/notes.txt", data=b"red's notes")
+    upload = _api(
+        lab_server,
+        "red",
+        "PUT",
+        f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/notes.txt",
+        data=b"red's notes",
+    )
     assert upload.status_code == 200, upload.text
     return experiment_id, run_id
 
@@ -40,23 +59,42 @@ def test_training_through_the_server(cli, lab_server, as_team, tmp_path):
     run = client.search_runs([experiment.experiment_id], "tags.`lab.kind` = 'train'", max_results=1)[0]
     assert run.info.run_name.startswith("red/run-") and run.info.status == "FINISHED"
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied: the client never saw a store
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {"model/model.safetensors", "model/spec.json"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {
+        "model/model.safetensors",
+        "model/spec.json",
+    }
     stored = list((lab_server.home / "artifacts").rglob("model.safetensors"))
     assert any(run.info.run_id in str(path) for path in stored)
 
 
 FORBIDDEN_FOR_BLUE = [
     ("POST", "/api/2.0/mlflow/runs/create", lambda e, r: {"experiment_id": e}),
-    ("POST", "/api/2.0/mlflow/runs/log-metric", lambda e, r: {"run_id": r, "key": "cost", "value": 9, "timestamp": 1, "step": 1}),
-    ("POST", "/api/2.0/mlflow/runs/log-batch", lambda e, r: {"run_id": r, "metrics": [{"key": "cost", "value": 9, "timestamp": 1, "step": 2}]}),
-    ("POST", "/api/2.0/mlflow/runs/set-tag", lambda e, r: {"run_id": r, "key": "mlflow.note.content", "value": "blue was here"}),
+    (
+        "POST",
+        "/api/2.0/mlflow/runs/log-metric",
+        lambda e, r: {"run_id": r, "key": "cost", "value": 9, "timestamp": 1, "step": 1},
+    ),
+    (
+        "POST",
+        "/api/2.0/mlflow/runs/log-batch",
+        lambda e, r: {"run_id": r, "metrics": [{"key": "cost", "value": 9, "timestamp": 1, "step": 2}]},
+    ),
+    (
+        "POST",
+        "/api/2.0/mlflow/runs/set-tag",
+        lambda e, r: {"run_id": r, "key": "mlflow.note.content", "value": "blue was here"},
+    ),
     ("POST", "/api/2.0/mlflow/runs/update", lambda e, r: {"run_id": r, "status": "KILLED"}),
     ("POST", "/api/2.0/mlflow/runs/delete", lambda e, r: {"run_id": r}),
     ("POST", "/api/2.0/mlflow/experiments/create", lambda e, r: {"name": "blue2"}),
     ("POST", "/api/2.0/mlflow/experiments/create", lambda e, r: {"name": "red-copy"}),
     ("POST", "/api/2.0/mlflow/experiments/update", lambda e, r: {"experiment_id": e, "new_name": "blue-owns-this"}),
     ("POST", "/api/2.0/mlflow/experiments/delete", lambda e, r: {"experiment_id": e}),
-    ("POST", "/api/2.0/mlflow/experiments/set-experiment-tag", lambda e, r: {"experiment_id": e, "key": "k", "value": "v"}),
+    (
+        "POST",
+        "/api/2.0/mlflow/experiments/set-experiment-tag",
+        lambda e, r: {"experiment_id": e, "key": "k", "value": "v"},
+    ),
     ("POST", "/api/2.0/lab/runs/register", lambda e, r: {"run_id": r}),
 ]
 
@@ -82,13 +120,23 @@ def test_other_teams_cannot_touch_artifacts(lab_server, red_run):
 def test_every_team_reads_everything(lab_server, red_run):
     experiment_id, run_id = red_run
     assert _api(lab_server, "blue", "GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id}).status_code == 200
-    found = _api(lab_server, "blue", "POST", "/api/2.0/mlflow/runs/search", json={"experiment_ids": [experiment_id]}).json()
+    found = _api(
+        lab_server, "blue", "POST", "/api/2.0/mlflow/runs/search", json={"experiment_ids": [experiment_id]}
+    ).json()
     assert run_id in [run["info"]["run_id"] for run in found["runs"]]
-    history = _api(lab_server, "blue", "GET", "/api/2.0/mlflow/metrics/get-history", params={"run_id": run_id, "metric_key": "cost"})
+    history = _api(
+        lab_server,
+        "blue",
+        "GET",
+        "/api/2.0/mlflow/metrics/get-history",
+        params={"run_id": run_id, "metric_key": "cost"},
+    )
     assert [m["value"] for m in history.json()["metrics"]] == [0.5]
     listing = _api(lab_server, "blue", "GET", "/api/2.0/mlflow/artifacts/list", params={"run_id": run_id})
     assert [f["path"] for f in listing.json()["files"]] == ["notes.txt"]
-    download = _api(lab_server, "blue", "GET", f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/notes.txt")
+    download = _api(
+        lab_server, "blue", "GET", f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/notes.txt"
+    )
     assert download.content == b"red's notes"
     assert _api(lab_server, "blue", "GET", "/").status_code == 200  # the web UI
 
@@ -102,21 +150,45 @@ def test_no_token_or_a_bad_one_is_401(lab_server, path):
 
 def test_admin_may_do_everything(lab_server, red_run):
     admin = ("admin", lab_server.tokens["admin"])
-    created = requests.post(lab_server.url + "/api/2.0/mlflow/experiments/create", json={"name": "admin-scratch"}, auth=admin, timeout=10)
+    created = requests.post(
+        lab_server.url + "/api/2.0/mlflow/experiments/create", json={"name": "admin-scratch"}, auth=admin, timeout=10
+    )
     assert created.status_code == 200, created.text
     experiment_id = created.json()["experiment_id"]
-    assert requests.post(lab_server.url + "/api/2.0/mlflow/experiments/delete", json={"experiment_id": experiment_id}, auth=admin, timeout=10).status_code == 200
+    assert (
+        requests.post(
+            lab_server.url + "/api/2.0/mlflow/experiments/delete",
+            json={"experiment_id": experiment_id},
+            auth=admin,
+            timeout=10,
+        ).status_code
+        == 200
+    )
 
 
 def test_unparsable_bodies_are_rejected_and_change_nothing(lab_server, red_run):
     from labserver.store import LabStore
 
     before = LabStore(lab_server.db_uri).last_run_number("red")
-    response = _api(lab_server, "red", "POST", "/api/2.0/lab/runs/register", data=b"{not json", headers={"Content-Type": "application/json"})
+    response = _api(
+        lab_server,
+        "red",
+        "POST",
+        "/api/2.0/lab/runs/register",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 400 and "not a JSON object" in response.json()["message"]
     assert _api(lab_server, "red", "POST", "/api/2.0/lab/runs/register", json={"run_id": "../../x"}).status_code == 400
     assert _api(lab_server, "red", "POST", "/api/2.0/lab/runs/register", json={"run_id": "0" * 32}).status_code == 404
-    mlflow_route = _api(lab_server, "red", "POST", "/api/2.0/mlflow/runs/log-batch", data=b"\x00\x01garbage", headers={"Content-Type": "application/json"})
+    mlflow_route = _api(
+        lab_server,
+        "red",
+        "POST",
+        "/api/2.0/mlflow/runs/log-batch",
+        data=b"\x00\x01garbage",
+        headers={"Content-Type": "application/json"},
+    )
     assert mlflow_route.status_code == 400
     assert LabStore(lab_server.db_uri).last_run_number("red") == before
 
@@ -137,11 +209,24 @@ def _raw(server, team, method, path, body=b""):
 
 @pytest.mark.parametrize(
     "escape",
-    ["../../escaped.txt", "..%2F..%2Fescaped.txt", "%2E%2E/%2E%2E/escaped.txt", "sub/../../../escaped.txt", "..", "/etc/escaped.txt"],
+    [
+        "../../escaped.txt",
+        "..%2F..%2Fescaped.txt",
+        "%2E%2E/%2E%2E/escaped.txt",
+        "sub/../../../escaped.txt",
+        "..",
+        "/etc/escaped.txt",
+    ],
 )
 def test_artifact_paths_cannot_escape_their_run(lab_server, red_run, escape):
     experiment_id, run_id = red_run
-    status, text = _raw(lab_server, "red", "PUT", f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/{escape}", b"x")
+    status, text = _raw(
+        lab_server,
+        "red",
+        "PUT",
+        f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/{escape}",
+        b"x",
+    )
     assert status in (400, 403, 404), text
     assert not list(lab_server.home.rglob("escaped.txt"))
     status, _ = _raw(lab_server, "red", "GET", f"/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=../../")
@@ -156,7 +241,7 @@ def test_uploads_outside_a_run_folder_are_refused(lab_server, red_run):
 
 
 def test_rotated_and_removed_tokens_stop_working_at_once(lab_server):
-    from servers import run_labserver
+    from tests.servers import run_labserver
 
     token = lab_server.add_team("short-lived")
     whoami = lambda t: requests.get(lab_server.url + "/api/2.0/lab/whoami", auth=("short-lived", t), timeout=10)  # noqa: E731
@@ -169,22 +254,35 @@ def test_rotated_and_removed_tokens_stop_working_at_once(lab_server):
     run_labserver(lab_server, "team", "remove", "short-lived")
     assert whoami(new_token).status_code == 401
     # the team's experiment stays readable
-    experiment = _api(lab_server, "blue", "GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "short-lived"})
+    experiment = _api(
+        lab_server, "blue", "GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "short-lived"}
+    )
     assert experiment.status_code == 200
 
 
 def test_team_admin_errors_are_one_line(lab_server):
     import subprocess
 
-    from servers import BIN, run_labserver
+    from tests.servers import BIN, run_labserver
 
     # once as a real process: what an instructor sees in a terminal
-    real = subprocess.run([str(BIN / "labserver"), "team", "add", "red", "--backend-store-uri", lab_server.db_uri],
-                          env={**lab_server.process_env(), **lab_server.env}, capture_output=True, text=True, timeout=120)
-    assert real.returncode == 1 and real.stderr.strip().splitlines() == ["error: team 'red' already exists (use `labserver team rotate-token red` for a new token)"]
+    real = subprocess.run(
+        [str(BIN / "labserver"), "team", "add", "red", "--backend-store-uri", lab_server.db_uri],
+        env={**lab_server.process_env(), **lab_server.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert real.returncode == 1 and real.stderr.strip().splitlines() == [
+        "error: team 'red' already exists (use `labserver team rotate-token red` for a new token)"
+    ]
 
-    for args, fragment in ((("team", "add", "red"), "already exists"), (("team", "add", "Bad_Name"), "invalid team name"),
-                           (("team", "add", "admin"), "reserved"), (("team", "remove", "ghost"), "no team named")):
+    for args, fragment in (
+        (("team", "add", "red"), "already exists"),
+        (("team", "add", "Bad_Name"), "invalid team name"),
+        (("team", "add", "admin"), "reserved"),
+        (("team", "remove", "ghost"), "no team named"),
+    ):
         output = run_labserver(lab_server, *args, check=False)
         errors = [line for line in output.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and fragment in errors[0], output
@@ -207,8 +305,11 @@ def test_login_saves_a_private_config(cli, lab_server, isolated_lab):
 
 @pytest.mark.parametrize(
     "server, token, fragment",
-    [("{url}", "lab_wrong-token", "did not accept the token"), ("http://127.0.0.1:9", "x", "cannot reach"),
-     ("not-a-url", "x", "not an http(s) URL")],
+    [
+        ("{url}", "lab_wrong-token", "did not accept the token"),
+        ("http://127.0.0.1:9", "x", "cannot reach"),
+        ("not-a-url", "x", "not an http(s) URL"),
+    ],
 )
 def test_login_failures_leave_no_config(cli, lab_server, isolated_lab, server, token, fragment):
     result = cli("login", "--server", server.format(url=lab_server.url), "--team", "blue", "--token", token)

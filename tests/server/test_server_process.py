@@ -10,7 +10,7 @@ import time
 import pytest
 
 from labserver.db import migrate
-from servers import BIN, LabServer
+from tests.servers import BIN, LabServer
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +24,12 @@ def _group_alive(pgid: int) -> bool:
 
 
 def test_sigterm_stops_every_process(tmp_path):
-    server = LabServer(home=tmp_path, db_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=str(tmp_path / "artifacts"),
-                       env={"LAB_SERVER_ADMIN_TOKEN": "lab_admin_test_token_0123"}).start()
+    server = LabServer(
+        home=tmp_path,
+        db_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifacts=str(tmp_path / "artifacts"),
+        env={"LAB_SERVER_ADMIN_TOKEN": "lab_admin_test_token_0123"},
+    ).start()
     process = server.process
     os.kill(process.pid, signal.SIGTERM)  # only the launcher: it must pass the signal on
     assert process.wait(timeout=30) is not None
@@ -43,8 +47,13 @@ def test_outdated_schema_is_refused_with_the_command_to_fix_it(tmp_path):
     migrate.downgrade_lab(uri, "base")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
     env["LAB_SERVER_HOME"] = str(tmp_path)
-    result = subprocess.run([str(BIN / "labserver"), "--backend-store-uri", uri, "--port", "9"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(BIN / "labserver"), "--backend-store-uri", uri, "--port", "9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "out of date (lab)" in result.stderr and "labserver db upgrade" in result.stderr
     assert "Traceback" not in result.stderr

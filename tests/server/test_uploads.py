@@ -21,17 +21,28 @@ def _api(server, team, method, path, **kwargs):
 
 @pytest.fixture(scope="module")
 def blue_run(lab_server):
-    experiment = _api(lab_server, "blue", "GET", "/api/2.0/mlflow/experiments/get-by-name",
-                      params={"experiment_name": "blue"})
-    created = _api(lab_server, "blue", "POST", "/api/2.0/mlflow/runs/create",
-                   json={"experiment_id": experiment.json()["experiment"]["experiment_id"], "run_name": "blue/uploads"})
+    experiment = _api(
+        lab_server, "blue", "GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "blue"}
+    )
+    created = _api(
+        lab_server,
+        "blue",
+        "POST",
+        "/api/2.0/mlflow/runs/create",
+        json={"experiment_id": experiment.json()["experiment"]["experiment_id"], "run_name": "blue/uploads"},
+    )
     assert created.status_code == 200, created.text
     return created.json()["run"]["info"]["run_id"]
 
 
 def _create(server, team, run_id, path, data):
-    return _api(server, team, "POST", UPLOAD_CREATE,
-                json={"run_id": run_id, "path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return _api(
+        server,
+        team,
+        "POST",
+        UPLOAD_CREATE,
+        json={"run_id": run_id, "path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+    )
 
 
 def _chunk(server, team, upload_id, offset, data):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import requests
+
 from labclient.errors import PermissionDenied, Refused, ServerUnreachable, TooManyRequests, TrackingError
 from labclient.store.http import answer, is_missing, mlflow_error
 

@@ -6,10 +6,11 @@ import errno
 
 import pytest
 import sqlalchemy.exc as sa_errors
-from labclient.errors import Refused, ServerUnreachable, StoreFull
-from labclient.store.failures import brief_sql_error, store_errors
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from labclient.errors import Refused, ServerUnreachable, StoreFull
+from labclient.store.failures import brief_sql_error, store_errors
 
 
 def test_mlflows_never_is_a_refusal():
@@ -40,7 +41,9 @@ def test_a_full_disk_is_said_as_such():
 
 
 def test_sql_messages_lose_the_statement_and_the_link():
-    text = ("(psycopg.OperationalError) connection failed\n[SQL: INSERT INTO metrics VALUES (%(a)s)]\n"
-            "[parameters: {'a': 'secret'}]\n(Background on this error at: https://sqlalche.me/e/20/e3q8)")
+    text = (
+        "(psycopg.OperationalError) connection failed\n[SQL: INSERT INTO metrics VALUES (%(a)s)]\n"
+        "[parameters: {'a': 'secret'}]\n(Background on this error at: https://sqlalche.me/e/20/e3q8)"
+    )
     brief = brief_sql_error(text)
     assert brief == "(psycopg.OperationalError) connection failed"

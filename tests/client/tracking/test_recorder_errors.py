@@ -4,6 +4,7 @@ caller catches a JournalError or a PermissionDenied from the sender as it would 
 from __future__ import annotations
 
 import pytest
+
 from labclient import errors
 from labclient.tracking.recorder import _rebuild
 from labclient.tracking.sender_process import _describe

@@ -9,19 +9,29 @@ import math
 import numpy as np
 import pytest
 import torch
-from exchange_support import exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
 from safetensors.numpy import load_file
 
-from labclient.exchange import fetch as exchange
 from labclient.compare import stats
 from labclient.compare.core import compare_loaded
 from labclient.compare.models import Side
+from labclient.exchange import fetch as exchange
 from labclient.models.evaluation import Evaluation, confusion_matrix, per_class_accuracy
 from labclient.training.data import load_dataset
+from tests.client.exchange_support import one_line_error, run_of
 
 TOP_LEVEL_KEYS = {
-    "format", "models", "hyperparameters", "training", "evaluation", "generalisation", "weights",
-    "representations", "compute", "figures", "logged_run", "summary",
+    "format",
+    "models",
+    "hyperparameters",
+    "training",
+    "evaluation",
+    "generalisation",
+    "weights",
+    "representations",
+    "compute",
+    "figures",
+    "logged_run",
+    "summary",
 }
 
 
@@ -90,6 +100,8 @@ def _side(key: str, reference: str) -> Side:
     return Side(key, fetched, fetched.load_model())
 
 
+# slow: the tests below read the runs that the session's exchange_lab fixture trains (tests/client/conftest.py)
+@pytest.mark.slow
 def test_compare_two_runs_against_independent_values(cli, lab, tmp_path):
     report = tmp_path / "out" / "report.md"
     result = cli("compare", "red/run-2", "blue/run-1", "--json", "--report", str(report))
@@ -109,21 +121,29 @@ def test_compare_two_runs_against_independent_values(cli, lab, tmp_path):
     for key, name in (("a", "red/run-2"), ("b", "blue/run-1")):
         one_hot = np.eye(10)[digits.test_y]
         cost = np.mean(0.5 * np.sum((outputs[name] - one_hot) ** 2, axis=1))
-        assert evaluation[key]["cost"] == pytest.approx(cost, rel=1e-5) and evaluation[key]["cost_function"] == "quadratic"
+        assert (
+            evaluation[key]["cost"] == pytest.approx(cost, rel=1e-5) and evaluation[key]["cost_function"] == "quadratic"
+        )
         claimed = run_of(lab.uri, name).data.metrics
         assert evaluation[key]["claimed_accuracy"] == claimed["test_accuracy"] and evaluation[key]["claim_comparable"]
-        assert not evaluation[key]["claim_flagged"] and evaluation[key]["cost"] == pytest.approx(claimed["test_cost"], rel=1e-5)
+        assert not evaluation[key]["claim_flagged"] and evaluation[key]["cost"] == pytest.approx(
+            claimed["test_cost"], rel=1e-5
+        )
         assert sum(map(sum, evaluation[key]["confusion"])) == 360
     b = int(np.sum((pred_a == digits.test_y) & (pred_b != digits.test_y)))
     c = int(np.sum((pred_a != digits.test_y) & (pred_b == digits.test_y)))
     assert (evaluation["only_a_correct"], evaluation["only_b_correct"]) == (b, c)
     n = b + c
-    assert evaluation["mcnemar_p"] == pytest.approx(min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n))
+    assert evaluation["mcnemar_p"] == pytest.approx(
+        min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n)
+    )
     assert evaluation["agreement"] == pytest.approx(np.mean(pred_a == pred_b))
     per_class = [np.mean(pred_a[digits.test_y == k] == k) for k in range(10)]
     assert evaluation["a"]["per_class_accuracy"] == pytest.approx(per_class)
 
-    assert {"lr", "seed"} <= set(data["hyperparameters"]["differing"]) and data["hyperparameters"]["same"]["hidden"] == "[30]"
+    assert {"lr", "seed"} <= set(data["hyperparameters"]["differing"]) and data["hyperparameters"]["same"][
+        "hidden"
+    ] == "[30]"
     assert data["training"]["a"]["epochs"] == 2 and len(data["training"]["b"]["curves"]["epoch_test_cost"]) == 2
     weights = data["weights"]
     assert weights["same_architecture"] and not weights["only_in_a"] and not weights["only_in_b"]
@@ -133,7 +153,10 @@ def test_compare_two_runs_against_independent_values(cli, lab, tmp_path):
         assert row["l2_distance"] == pytest.approx(np.linalg.norm(difference), rel=1e-9)
     compute = data["compute"]["a"]
     assert compute["parameters"] == 2260 and compute["macs_per_sample"] == 2220
-    assert compute["weights_file_bytes"] == entries["red/run-2"].weights_path.stat().st_size and compute["latency_ms_per_batch"] > 0
+    assert (
+        compute["weights_file_bytes"] == entries["red/run-2"].weights_path.stat().st_size
+        and compute["latency_ms_per_batch"] > 0
+    )
     reps = data["representations"]
     assert reps["layers_a"] == ["2:Sigmoid", "output"] and all(0 <= v <= 1 + 1e-9 for row in reps["cka"] for v in row)
 
@@ -144,6 +167,7 @@ def test_compare_two_runs_against_independent_values(cli, lab, tmp_path):
         assert f"report_files/{figure}.png" in report.read_text()
 
 
+@pytest.mark.slow
 def test_a_model_against_itself(lab):
     a, b = _side("a", "red/run-2"), _side("b", "red/run-2")
     data = compare_loaded(a, b, load_dataset("digits", None, None)).data
@@ -151,17 +175,24 @@ def test_a_model_against_itself(lab):
     assert evaluation["agreement"] == 1.0 and evaluation["mcnemar_p"] == 1.0 and not evaluation["significant"]
     cka = np.array(data["representations"]["cka"])
     assert np.allclose(np.diag(cka), 1.0, atol=1e-9)
-    assert all(row["l2_distance"] == 0 and row["cosine_similarity"] == pytest.approx(1.0) for row in data["weights"]["layers"])
+    assert all(
+        row["l2_distance"] == 0 and row["cosine_similarity"] == pytest.approx(1.0) for row in data["weights"]["layers"]
+    )
     assert not data["hyperparameters"]["differing"]
 
 
+@pytest.mark.slow
 def test_rotating_hidden_units_keeps_cka_at_one(cli, lab, tmp_path):
     """Permuting hidden units (an orthogonal map that sigmoid commutes with) gives the same function."""
     entry = exchange.fetch("red/run-2").entry
     tensors = {name: torch.from_numpy(value) for name, value in load_file(str(entry.weights_path)).items()}
     order = torch.randperm(30, generator=torch.Generator().manual_seed(0))
-    permuted = {"1.weight": tensors["1.weight"][order], "1.bias": tensors["1.bias"][order],
-                "3.weight": tensors["3.weight"][:, order], "3.bias": tensors["3.bias"]}
+    permuted = {
+        "1.weight": tensors["1.weight"][order],
+        "1.bias": tensors["1.bias"][order],
+        "3.weight": tensors["3.weight"][:, order],
+        "3.bias": tensors["3.bias"],
+    }
     torch.save(permuted, tmp_path / "permuted.pt")
     assert cli("push", str(tmp_path / "permuted.pt"), "--team", "rotated", "--arch", "64-30-10").exit_code == 0
     data = compare_loaded(_side("a", "red/run-2"), _side("b", "rotated/run-1"), load_dataset("digits", None, None)).data
@@ -171,6 +202,7 @@ def test_rotating_hidden_units_keeps_cka_at_one(cli, lab, tmp_path):
     assert data["weights"]["same_architecture"] and data["weights"]["layers"][0]["l2_distance"] > 1.0
 
 
+@pytest.mark.slow
 def test_different_architectures(lab):
     data = compare_loaded(_side("a", "red/run-1"), _side("b", "red/run-2"), load_dataset("digits", None, None)).data
     weights = data["weights"]
@@ -183,21 +215,30 @@ def test_different_architectures(lab):
     assert data["compute"]["a"]["parameters"] == 650 and data["compute"]["b"]["parameters"] == 2260
 
 
+@pytest.mark.slow
 def test_a_wrong_claim_is_flagged(cli, lab):
     import labclient
 
     source = exchange.fetch("red/run-2").entry
     meta = source.meta
     with labclient.start_run(team="boasters") as run:
-        run.log_params({key: meta["params"][key] for key in ("dataset", "dataset_fingerprint", "dataset_input_shape", "dataset_num_classes", "cost")})
+        run.log_params(
+            {
+                key: meta["params"][key]
+                for key in ("dataset", "dataset_fingerprint", "dataset_input_shape", "dataset_num_classes", "cost")
+            }
+        )
         run.log_metrics({"test_accuracy": 0.99})
-        run.log_weights(load_file(str(source.weights_path)), spec=json.loads((source.path / "model" / "spec.json").read_text()))
+        run.log_weights(
+            load_file(str(source.weights_path)), spec=json.loads((source.path / "model" / "spec.json").read_text())
+        )
     result = cli("compare", "boasters/run-1", "red/run-2", "--json")
     data = json.loads(result.output)
     assert data["evaluation"]["a"]["claim_flagged"] and not data["evaluation"]["b"]["claim_flagged"]
     assert any("boasters/run-1 claims 0.9900" in line for line in data["summary"])
 
 
+@pytest.mark.slow
 def test_default_references(cli, lab):
     one_line_error(cli("compare", "--team", "blue"), "nothing has been fetched yet", "labclient fetch")
     exchange.fetch("red/run-1")
@@ -206,28 +247,50 @@ def test_default_references(cli, lab):
     one_line_error(cli("compare", "red/run-2"), "no team", "LAB_TEAM")
 
 
+@pytest.mark.slow
 def test_log_stores_a_note_and_artifacts(cli, lab, tmp_path):
     from mlflow.tracking import MlflowClient
 
     report = tmp_path / "report.html"
-    result = cli("compare", "red/run-1", "blue/run-1", "--log", "--team", "notes", "--report", str(report), "--all-params")
+    result = cli(
+        "compare", "red/run-1", "blue/run-1", "--log", "--team", "notes", "--report", str(report), "--all-params"
+    )
     assert result.exit_code == 0, result.output
     assert "logged as notes/run-1" in result.output
-    for heading in ("1. Hyperparameters", "2. Training", "3. Re-evaluation", "4. Generalisation", "5. Weights", "6. Representations", "7. Compute"):
+    for heading in (
+        "1. Hyperparameters",
+        "2. Training",
+        "3. Re-evaluation",
+        "4. Generalisation",
+        "5. Weights",
+        "6. Representations",
+        "7. Compute",
+    ):
         assert heading in result.output
     assert "dataset_fingerprint" in result.output  # --all-params shows the parameters both share
     run = run_of(lab.uri, "notes/run-1")
-    assert run.data.tags["lab.kind"] == "compare" and "Comparison: red/run-1 vs blue/run-1" in run.data.tags["mlflow.note.content"]
+    assert (
+        run.data.tags["lab.kind"] == "compare"
+        and "Comparison: red/run-1 vs blue/run-1" in run.data.tags["mlflow.note.content"]
+    )
     client = MlflowClient(lab.uri)
     files = {item.path for item in client.list_artifacts(run.info.run_id, "comparison")}
-    assert {"comparison/compare.json", "comparison/report.md", "comparison/cost_curves.png", "comparison/cka.png"} <= files
-    logged = json.loads(open(client.download_artifacts(run.info.run_id, "comparison/compare.json", str(tmp_path))).read())
+    assert {
+        "comparison/compare.json",
+        "comparison/report.md",
+        "comparison/cost_curves.png",
+        "comparison/cka.png",
+    } <= files
+    logged = json.loads(
+        open(client.download_artifacts(run.info.run_id, "comparison/compare.json", str(tmp_path))).read()
+    )
     assert logged["logged_run"]["name"] == "notes/run-1" and logged["models"]["a"]["name"] == "red/run-1"
     html = report.read_text()
     assert html.startswith("<!doctype html>") and html.count("data:image/png;base64,") == 4
     one_line_error(cli("fetch", "notes/latest"), "no finished run with weights")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "references, fragments",
     [
@@ -240,19 +303,33 @@ def test_bad_comparisons_are_one_line(cli, lab, references, fragments):
     one_line_error(cli("compare", *references), *fragments)
 
 
+@pytest.mark.slow
 def test_different_label_sets_are_refused(cli, lab, tmp_path):
     import pickle
 
-    net = {"sizes": [64, 12, 5], "weights": [np.ones((12, 64)), np.ones((5, 12))], "biases": [np.zeros((12, 1)), np.zeros((5, 1))]}
+    net = {
+        "sizes": [64, 12, 5],
+        "weights": [np.ones((12, 64)), np.ones((5, 12))],
+        "biases": [np.zeros((12, 1)), np.zeros((5, 1))],
+    }
     (tmp_path / "five.pkl").write_bytes(pickle.dumps(net))
     assert cli("push", str(tmp_path / "five.pkl"), "--team", "five-classes", "--dataset", "digits").exit_code == 0
-    one_line_error(cli("compare", "five-classes/run-1", "red/run-2"), "predicts 5 classes but red/run-2 predicts 10", "label sets differ")
+    one_line_error(
+        cli("compare", "five-classes/run-1", "red/run-2"),
+        "predicts 5 classes but red/run-2 predicts 10",
+        "label sets differ",
+    )
 
 
+@pytest.mark.slow
 def test_corrupt_cache_entry_during_compare(cli, lab):
     fetched = exchange.fetch("red/run-2")
     fetched.entry.weights_path.resolve().write_bytes(b"garbage")
-    one_line_error(cli("compare", "red/run-2", "blue/run-1"), "cached copy of red/run-2 is corrupt", "labclient fetch red/run-2 --force")
+    one_line_error(
+        cli("compare", "red/run-2", "blue/run-1"),
+        "cached copy of red/run-2 is corrupt",
+        "labclient fetch red/run-2 --force",
+    )
 
 
 def test_overfitting_flag():
@@ -268,8 +345,17 @@ def test_overfitting_flag():
 def test_readme_documents_the_json_keys():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     section = readme.split("**`--json` keys**", 1)[1].split("\n## ", 1)[0]
-    evaluation_keys = {"accuracy", "cost", "per_class_accuracy", "confusion", "claimed_accuracy", "claim_flagged", "mcnemar_p", "agreement"}
+    evaluation_keys = {
+        "accuracy",
+        "cost",
+        "per_class_accuracy",
+        "confusion",
+        "claimed_accuracy",
+        "claim_flagged",
+        "mcnemar_p",
+        "agreement",
+    }
     for key in TOP_LEVEL_KEYS | evaluation_keys:
         assert f"`{key}" in section, key

@@ -8,11 +8,14 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from exchange_support import Evil, exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
 from mlflow.tracking import MlflowClient
 
 from labclient.exchange import fetch as exchange
 from labclient.training.data import load_dataset, load_mnist
+from tests.client.exchange_support import Evil, one_line_error, run_of
+
+# every test reads the runs that the session's exchange_lab fixture trains (tests/client/conftest.py)
+pytestmark = pytest.mark.slow
 
 
 class Network:
@@ -61,7 +64,13 @@ def mnist(mnist_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def textbook_net(mnist):
     net = Network([784, 30, 10])
-    net.sgd(mnist.train_x.reshape(len(mnist.train_y), 784).T.astype(np.float64), mnist.train_y, epochs=1, mini_batch_size=10, eta=3.0)
+    net.sgd(
+        mnist.train_x.reshape(len(mnist.train_y), 784).T.astype(np.float64),
+        mnist.train_y,
+        epochs=1,
+        mini_batch_size=10,
+        eta=3.0,
+    )
     return net
 
 
@@ -101,7 +110,9 @@ def test_pushed_numpy_pickle_predicts_like_numpy(cli, lab, tmp_path, mnist, text
 
 def test_pushed_network_is_compared_correctly(cli, lab, tmp_path, mnist, mnist_dir, textbook_net):
     path = tmp_path / "network.pkl"
-    path.write_bytes(pickle.dumps({"sizes": textbook_net.sizes, "weights": textbook_net.weights, "biases": textbook_net.biases}))
+    path.write_bytes(
+        pickle.dumps({"sizes": textbook_net.sizes, "weights": textbook_net.weights, "biases": textbook_net.biases})
+    )
     assert cli("push", str(path), "--team", "numpy-dict").exit_code == 0
     result = cli("compare", "numpy-dict/run-1", "green/run-1", "--json", "--data-dir", str(mnist_dir))
     assert result.exit_code == 0, result.output
@@ -110,7 +121,9 @@ def test_pushed_network_is_compared_correctly(cli, lab, tmp_path, mnist, mnist_d
     accuracy = float(np.mean(outputs.argmax(0) == mnist.test_y))
     cost = float(np.mean(0.5 * np.sum((outputs - np.eye(10)[mnist.test_y].T) ** 2, axis=0)))
     measured = report["evaluation"]["a"]
-    assert measured["accuracy"] == pytest.approx(accuracy, abs=1e-12) and measured["cost"] == pytest.approx(cost, rel=1e-9)
+    assert measured["accuracy"] == pytest.approx(accuracy, abs=1e-12) and measured["cost"] == pytest.approx(
+        cost, rel=1e-9
+    )
     assert measured["cost_function"] == "quadratic" and measured["claimed_accuracy"] is None
     assert report["evaluation"]["samples"] == 2000 and report["compute"]["a"]["bytes_per_parameter"] == 8
 
@@ -118,7 +131,12 @@ def test_pushed_network_is_compared_correctly(cli, lab, tmp_path, mnist, mnist_d
 def test_pt_state_dict_with_arch(cli, lab, tmp_path):
     torch.manual_seed(0)
     source = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 20), torch.nn.ReLU(), torch.nn.Linear(20, 10))
-    named = {"fc1.weight": source[1].weight, "fc1.bias": source[1].bias, "fc2.weight": source[3].weight, "fc2.bias": source[3].bias}
+    named = {
+        "fc1.weight": source[1].weight,
+        "fc1.bias": source[1].bias,
+        "fc2.weight": source[3].weight,
+        "fc2.bias": source[3].bias,
+    }
     path = tmp_path / "mine.pt"
     torch.save({"model_state_dict": named, "epoch": 5}, path)
     one_line_error(cli("push", str(path), "--team", "pt-team"), "cannot tell the architecture", "--arch")

@@ -11,7 +11,9 @@ from labclient.models import spec
 from labtrainers import mnist_cnn, mnist_mlp
 
 
-@pytest.mark.parametrize("module, input_shape", [(mnist_mlp, (1, 28, 28)), (mnist_cnn, (1, 28, 28)), (mnist_cnn, (1, 8, 8))])
+@pytest.mark.parametrize(
+    "module, input_shape", [(mnist_mlp, (1, 28, 28)), (mnist_cnn, (1, 28, 28)), (mnist_cnn, (1, 8, 8))]
+)
 def test_round_trip(module, input_shape):
     model = module.build_model(module.Config(), input_shape, 10)
     described = spec.describe(model, input_shape, 10)
@@ -28,7 +30,10 @@ def test_refuses_unknown_layers():
 
 
 def test_refuses_non_numeric_arguments():
-    described = {"format": spec.SPEC_FORMAT, "layers": [{"type": "Linear", "in_features": "__import__('os')", "out_features": 2}]}
+    described = {
+        "format": spec.SPEC_FORMAT,
+        "layers": [{"type": "Linear", "in_features": "__import__('os')", "out_features": 2}],
+    }
     with pytest.raises(spec.SpecError, match="non-numeric"):
         spec.build(described)
 
@@ -51,8 +56,15 @@ def _linear(inputs, outputs, bias):
 
 
 def _conv(inputs, outputs, kernel, stride, padding, bias):
-    return {"type": "Conv2d", "in_channels": inputs, "out_channels": outputs, "kernel_size": kernel, "stride": stride,
-            "padding": padding, "bias": bias}
+    return {
+        "type": "Conv2d",
+        "in_channels": inputs,
+        "out_channels": outputs,
+        "kernel_size": kernel,
+        "stride": stride,
+        "padding": padding,
+        "bias": bias,
+    }
 
 
 def _pool(kind, kernel, stride):
@@ -82,8 +94,9 @@ def test_state_shapes_agree_with_torch(input_shape, layers):
     described = {"format": spec.SPEC_FORMAT, "input_shape": input_shape, "num_classes": 2, "layers": layers}
     outputs, torch_error = [], None
     try:  # torch alone, without the spec module's checks, layer by layer
-        modules = [getattr(torch.nn, layer["type"])(**{k: v for k, v in layer.items() if k != "type"})
-                   for layer in layers]
+        modules = [
+            getattr(torch.nn, layer["type"])(**{k: v for k, v in layer.items() if k != "type"}) for layer in layers
+        ]
         model = torch.nn.Sequential(*modules)
         value = torch.zeros(3, *input_shape)
         with torch.no_grad():

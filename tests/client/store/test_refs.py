@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from exchange_support import exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
 from mlflow.tracking import MlflowClient
 
-from labclient.store import refs
 from labclient.errors import InvalidReference, NoWeights, RunNotFound
+from labclient.store import refs
+from tests.client.exchange_support import one_line_error, run_of
 
 
 @pytest.mark.parametrize(
@@ -26,12 +26,28 @@ def test_parse_accepts_every_form(text, expected):
     assert parsed.is_pinned == (expected[2] in ("number", "run_id"))
 
 
-@pytest.mark.parametrize("text", ["", "red", "red/run42", "red/run-", "Red/run-1", "red/run-1/x", "red/newest", "../red/run-1", "0123abc", "red/run--1"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "red",
+        "red/run42",
+        "red/run-",
+        "Red/run-1",
+        "red/run-1/x",
+        "red/newest",
+        "../red/run-1",
+        "0123abc",
+        "red/run--1",
+    ],
+)
 def test_parse_refuses_malformed(text):
     with pytest.raises(InvalidReference, match="not a run reference"):
         refs.parse(text)
 
 
+# slow: the tests below read the runs that the session's exchange_lab fixture trains (tests/client/conftest.py)
+@pytest.mark.slow
 def test_resolves_numbers_latest_best_and_ids(lab):
     client = MlflowClient(lab.uri)
     run_2 = run_of(lab.uri, "red/run-2")
@@ -44,28 +60,33 @@ def test_resolves_numbers_latest_best_and_ids(lab):
     assert run_of(lab.uri, "red/run-3").data.metrics["test_accuracy"] > max(accuracies.values())  # ignored: no weights
 
 
+@pytest.mark.slow
 def test_unknown_number_lists_the_nearest_runs(lab):
     with pytest.raises(RunNotFound) as caught:
         refs.resolve(MlflowClient(lab.uri), "red/run-9")
     assert "red/run-9 does not exist; nearest runs of red: red/run-3, red/run-2, red/run-1" in caught.value.one_line()
 
 
+@pytest.mark.slow
 def test_malformed_reference_lists_the_teams_runs(lab):
     with pytest.raises(InvalidReference) as caught:
         refs.resolve(MlflowClient(lab.uri), "blue/run1")
     assert "latest runs of blue: blue/run-1" in caught.value.one_line()
 
 
+@pytest.mark.slow
 def test_unknown_team_lists_close_names(lab):
     with pytest.raises(RunNotFound, match="no team 'redd'; teams: red"):
         refs.resolve(MlflowClient(lab.uri), "redd/latest")
 
 
+@pytest.mark.slow
 def test_unknown_run_id(lab):
     with pytest.raises(RunNotFound, match="no run with id"):
         refs.resolve(MlflowClient(lab.uri), "f" * 32)
 
 
+@pytest.mark.slow
 def test_team_without_weights_has_no_latest(lab):
     import labclient
 
@@ -75,6 +96,7 @@ def test_team_without_weights_has_no_latest(lab):
         refs.resolve(MlflowClient(lab.uri), "empty/best")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "reference, fragments",
     [

@@ -14,11 +14,11 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from exchange_support import Evil
 from safetensors.torch import save_file
 
-from labclient.models import loading, safe_pickle
 from labclient.errors import ArchitectureError, UnsafePickle, WeightsFormatError
+from labclient.models import loading, safe_pickle
+from tests.client.exchange_support import Evil
 
 
 class Network:
@@ -64,7 +64,10 @@ def _payloads(target):
         "subprocess.Popen": (CallsPopen(target), "subprocess.Popen"),
         "builtins.eval": (CallsEval(target), "builtins.eval"),
         "builtins.exec": (CallsExec(target), "builtins.exec"),
-        "nested in a dict": ({"sizes": [2, 2], "weights": [np.ones((2, 2)), Evil(f"touch {target}")], "biases": []}, "system"),
+        "nested in a dict": (
+            {"sizes": [2, 2], "weights": [np.ones((2, 2)), Evil(f"touch {target}")], "biases": []},
+            "system",
+        ),
         "nested in a Network": (network, "system"),
     }
 
@@ -156,7 +159,10 @@ def test_object_arrays_and_direct_array_calls_are_refused(tmp_path):
 
 
 def test_reconstruct_memory_bomb_is_refused():
-    bomb = b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85U\x01b\x87R."
+    bomb = (
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+        b"\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85U\x01b\x87R."
+    )
     with pytest.raises(WeightsFormatError, match="larger than the file"):
         safe_pickle.load(bomb)
 
@@ -175,7 +181,9 @@ def _safetensors(path, header: dict, data: bytes = b"") -> None:
 
 def test_safetensors_header_claiming_huge_tensors(tmp_path):
     path = tmp_path / "huge.safetensors"
-    _safetensors(path, {"w": {"dtype": "F32", "shape": [100000, 100000], "data_offsets": [0, 40_000_000_000]}}, b"\0" * 16)
+    _safetensors(
+        path, {"w": {"dtype": "F32", "shape": [100000, 100000], "data_offsets": [0, 40_000_000_000]}}, b"\0" * 16
+    )
     with pytest.raises(WeightsFormatError, match="claims 40,000,000,000 bytes"):
         loading.read_weights(path)
 
@@ -235,9 +243,22 @@ def test_state_dict_checkpoint_loads(tmp_path):
 
 
 def test_own_names_are_matched_by_position():
-    spec = {"format": "labspec/1", "input_shape": [4], "num_classes": 2, "layers": [
-        {"type": "Linear", "in_features": 4, "out_features": 3}, {"type": "ReLU"}, {"type": "Linear", "in_features": 3, "out_features": 2}]}
-    tensors = {"fc2.bias": torch.ones(2), "fc1.bias": torch.zeros(3), "fc2.weight": torch.ones(2, 3), "fc1.weight": torch.ones(3, 4)}
+    spec = {
+        "format": "labspec/1",
+        "input_shape": [4],
+        "num_classes": 2,
+        "layers": [
+            {"type": "Linear", "in_features": 4, "out_features": 3},
+            {"type": "ReLU"},
+            {"type": "Linear", "in_features": 3, "out_features": 2},
+        ],
+    }
+    tensors = {
+        "fc2.bias": torch.ones(2),
+        "fc1.bias": torch.zeros(3),
+        "fc2.weight": torch.ones(2, 3),
+        "fc1.weight": torch.ones(3, 4),
+    }
     model = loading.build_model(spec, tensors)
     assert torch.equal(model[2].bias, torch.ones(2)) and torch.equal(model[0].bias, torch.zeros(3))
     with pytest.raises(ArchitectureError, match="do not fit"):

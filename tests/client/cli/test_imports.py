@@ -15,7 +15,8 @@ def _modules_after(code: str) -> set[str]:
 def test_help_imports_neither_torch_nor_mlflow():
     loaded = _modules_after(
         "from labclient.cli.main import main\n"
-        "for args in (['--help'], ['train', '--help'], ['fetch', '--help'], ['push', '--help'], ['compare', '--help'], ['cache', 'ls', '--help']):\n"
+        "for args in (['--help'], ['train', '--help'], ['fetch', '--help'], ['push', '--help'], ['compare', '--help'], "
+        "['cache', 'ls', '--help']):\n"
         "    try:\n        main(args)\n    except SystemExit:\n        pass"
     )
     assert "labclient.cli.main" in loaded

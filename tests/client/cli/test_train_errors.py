@@ -39,7 +39,11 @@ def _no_runs(isolated_lab) -> bool:
     ],
 )
 def test_bad_options(cli, isolated_lab, args, fragments):
-    result = cli("train", "--team", "blue", "--dataset", "digits", *args) if "--dataset" not in args else cli("train", "--team", "blue", *args)
+    result = (
+        cli("train", "--team", "blue", "--dataset", "digits", *args)
+        if "--dataset" not in args
+        else cli("train", "--team", "blue", *args)
+    )
     _assert_clean_error(result, *fragments)
     assert _no_runs(isolated_lab)
 
@@ -80,8 +84,11 @@ def test_cuda_without_cuda_is_an_error_not_a_fallback(cli, isolated_lab, monkeyp
     assert _no_runs(isolated_lab)
 
 
+@pytest.mark.slow
 def test_nan_cost_stops_and_marks_the_run_failed(cli, isolated_lab, embedded_uri):
-    result = cli("train", "--team", "blue", "--trainer", "logreg", "--dataset", "digits", "--lr", "1e38", "--epochs", "3")
+    result = cli(
+        "train", "--team", "blue", "--trainer", "logreg", "--dataset", "digits", "--lr", "1e38", "--epochs", "3"
+    )
     _assert_clean_error(result, "learning rate too high")
     client = MlflowClient(embedded_uri)
     runs = client.search_runs([client.get_experiment_by_name("blue").experiment_id])

@@ -24,7 +24,9 @@ def _only_run(uri: str, team: str = "blue"):
 
 
 def test_mnist_mlp_trains_and_logs_everything(cli, mnist_dir, embedded_uri, tmp_path):
-    result = cli("train", "--team", "blue", "--epochs", "2", "--data-dir", str(mnist_dir), "--seed", "3", "--note", "first try")
+    result = cli(
+        "train", "--team", "blue", "--epochs", "2", "--data-dir", str(mnist_dir), "--seed", "3", "--note", "first try"
+    )
     assert result.exit_code == 0, result.output
     assert "blue/run-1" in result.output
 
@@ -37,7 +39,11 @@ def test_mnist_mlp_trains_and_logs_everything(cli, mnist_dir, embedded_uri, tmp_
     assert float(params["lr"]) == 3.0 and params["batch_size"] == "10"
     assert params["hidden"] == "[30]" and params["activation"] == "sigmoid" and params["cost"] == "quadratic"
     assert params["optimizer"] == "sgd" and params["trainer"] == "mnist-mlp"
-    assert params["dataset"] == "mnist" and params["dataset_train_size"] == "8000" and params["dataset_test_size"] == "2000"
+    assert (
+        params["dataset"] == "mnist"
+        and params["dataset_train_size"] == "8000"
+        and params["dataset_test_size"] == "2000"
+    )
     assert len(params["dataset_fingerprint"]) == 16
 
     # per step: 8000 / 10 = 800 steps per epoch; per epoch: one point each
@@ -51,10 +57,18 @@ def test_mnist_mlp_trains_and_logs_everything(cli, mnist_dir, embedded_uri, tmp_
     assert metrics["weights_file_bytes"] > metrics["weights_expected_bytes"] == 4 * metrics["compute_parameters"]
 
     tags = run.data.tags
-    for key in ("lab.hw.cpu.model", "lab.hw.cpu.cores", "lab.hw.memory_gb", "lab.hw.torch", "lab.hw.python", "lab.hw.os", "lab.hw.mlflow"):
+    for key in (
+        "lab.hw.cpu.model",
+        "lab.hw.cpu.cores",
+        "lab.hw.memory_gb",
+        "lab.hw.torch",
+        "lab.hw.python",
+        "lab.hw.os",
+        "lab.hw.mlflow",
+    ):
         assert tags.get(key), key
     assert tags["lab.hw.device"] == "cpu" and tags["lab.team"] == "blue" and tags["lab.run_number"] == "1"
-    # the description is the drafted dev-diary entry, with the team's --note inside it (tests/client/test_diary.py)
+    # the description is the drafted dev-diary entry, with the team's --note inside it (see diary/test_diary.py)
     assert tags["mlflow.note.content"].startswith("# blue/run-1: mnist-mlp on mnist")
     assert "## Our note\n\nfirst try\n" in tags["mlflow.note.content"]
 
@@ -145,10 +159,27 @@ def test_custom_trainer_file(cli, tmp_path, embedded_uri):
         "class Config(TrainConfig):\n"
         "    width: int = 16\n"
         "def build_model(config, input_shape, num_classes):\n"
-        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, config.width), nn.ReLU(), nn.Linear(config.width, num_classes))\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, config.width), nn.ReLU(), nn.Linear(config.width, "
+        "num_classes))\n"
     )
-    result = cli("train", "--team", "blue", "--trainer", str(trainer), "--dataset", "digits", "--epochs", "2", "--param", "width=24", "--lr", "0.2")
+    result = cli(
+        "train",
+        "--team",
+        "blue",
+        "--trainer",
+        str(trainer),
+        "--dataset",
+        "digits",
+        "--epochs",
+        "2",
+        "--param",
+        "width=24",
+        "--lr",
+        "0.2",
+    )
     assert result.exit_code == 0, result.output
-    run = MlflowClient(embedded_uri).search_runs([MlflowClient(embedded_uri).get_experiment_by_name("blue").experiment_id])[0]
+    run = MlflowClient(embedded_uri).search_runs(
+        [MlflowClient(embedded_uri).get_experiment_by_name("blue").experiment_id]
+    )[0]
     assert run.data.params["width"] == "24"
     assert run.data.metrics["compute_parameters"] == 64 * 24 + 24 + 24 * 10 + 10

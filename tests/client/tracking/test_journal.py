@@ -14,17 +14,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
-from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
-from labclient.tracking import journal as journal_module
 from labclient.config import get_settings
 from labclient.errors import DiskFull, TrackingError
+from labclient.store.transport import open_transport
+from labclient.tracking import journal as journal_module
 from labclient.tracking.journal import Journal
 from labclient.tracking.journal_scan import pending_journals
 from labclient.tracking.run import create_run
 from labclient.tracking.sender import Sender
 from labclient.tracking.sync import pending_runs, sync_pending
-from labclient.store.transport import open_transport
 
 TRAIN = ("train", "--team", "blue", "--trainer", "mnist-mlp", "--dataset", "digits", "--epochs", "1", "--device", "cpu")
 
@@ -66,8 +65,13 @@ def test_every_call_is_on_disk_when_it_returns(isolated_lab, tmp_path):
     events = _events(run.journal_path)  # read while the run is open: nothing waits in a buffer
     assert [e["seq"] for e in events] == list(range(len(events)))  # the run's start is event 0
     assert [(e["type"], e.get("key")) for e in events] == [
-        ("start", None), ("param", "eta"), ("param", "sizes"), ("metric", "cost"), ("metric", "accuracy"),
-        ("artifact", None)]
+        ("start", None),
+        ("param", "eta"),
+        ("param", "sizes"),
+        ("metric", "cost"),
+        ("metric", "accuracy"),
+        ("artifact", None),
+    ]
     assert events[2]["value"] == "[784, 30, 10]" and events[3]["step"] == 3
     copy = run.journal_path / events[5]["file"]
     assert copy.read_text() == "first try" and events[5]["size"] == len("first try")
@@ -85,7 +89,11 @@ def test_many_steps_of_a_metric_go_to_disk_in_one_write(isolated_lab, monkeypatc
     assert len(writes) == 1
     start, *events = _events(run.journal_path)
     assert start["type"] == "start"
-    assert [(e["key"], e["step"], e["value"]) for e in events] == [("cost", 6, 0.5), ("cost", 9, 0.25), ("cost", 12, 0.125)]
+    assert [(e["key"], e["step"], e["value"]) for e in events] == [
+        ("cost", 6, 0.5),
+        ("cost", 9, 0.25),
+        ("cost", 12, 0.125),
+    ]
     run.finish()
 
 
@@ -117,7 +125,7 @@ def test_step_costs_are_logged_every_nth_step_in_one_call_up_to_a_nan():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(max_size=20), st.floats(), st.integers(-2**62, 2**62), st.integers(0, 2**62))
+@given(st.text(max_size=20), st.floats(), st.integers(-(2**62), 2**62), st.integers(0, 2**62))
 def test_metric_lines_are_exact_json(key, value, step, timestamp):
     """The hot path formats metric lines by hand; they must read back as the very same point."""
     event = {"type": "metric", "key": key, "value": value, "timestamp": timestamp, "step": step}
@@ -150,6 +158,7 @@ def test_a_torn_last_line_is_ignored_and_cut_before_appending(isolated_lab):
 
 
 # --- offline runs, status and sync ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_offline_training_touches_no_store_and_sync_publishes_it(cli, isolated_lab, embedded_uri, tmp_path):
     trained = cli(*TRAIN, "--offline", "--note", "trained on the train")
     assert trained.exit_code == 0, trained.output
@@ -264,6 +273,7 @@ def _disk_full_after(writes: int):
         yield
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("migrated_store")
 def test_disk_full_while_journalling_is_one_line_and_the_journal_stays_readable(cli, isolated_lab, embedded_uri):
     with _disk_full_after(6):  # setup takes 5 writes, the step costs one per 50 steps: fails mid-epoch
@@ -296,8 +306,9 @@ def test_disk_full_while_copying_an_artifact(isolated_lab, tmp_path):
 
 
 # --- a server that is down from the start --------------------------------------------------------------
+@pytest.mark.slow
 def test_unreachable_server_at_start_trains_and_keeps_the_run_pending(cli, isolated_lab, monkeypatch):
-    from servers import free_port
+    from tests.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("LAB_TRACKING_URI", url)

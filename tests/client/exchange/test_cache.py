@@ -7,13 +7,16 @@ import json
 import threading
 
 import pytest
-from exchange_support import exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
 from mlflow.tracking import MlflowClient
 
-from labclient.exchange import fetch as exchange
-from labclient.exchange.cache import ModelCache, store_key
 from labclient.config import get_settings
 from labclient.errors import CorruptCacheEntry, IntegrityError, TrackingError, UnsafePickle
+from labclient.exchange import fetch as exchange
+from labclient.exchange.cache import ModelCache, store_key
+from tests.client.exchange_support import one_line_error, run_of
+
+# every test reads the runs that the session's exchange_lab fixture trains (tests/client/conftest.py)
+pytestmark = pytest.mark.slow
 
 
 def _sha(path) -> str:
@@ -79,7 +82,10 @@ def test_tampered_blob_is_caught_and_refetch_repairs_it(lab, isolated_lab):
     with pytest.raises(CorruptCacheEntry):
         exchange.fetch(result.run_id)
     repaired = exchange.fetch("red/run-1", force=True)
-    assert _sha(repaired.path / "model" / "model.safetensors") == run_of(lab.uri, "red/run-1").data.tags["lab.weights.sha256"]
+    assert (
+        _sha(repaired.path / "model" / "model.safetensors")
+        == run_of(lab.uri, "red/run-1").data.tags["lab.weights.sha256"]
+    )
 
 
 def test_cli_offers_to_refetch_a_corrupt_entry(cli, lab, monkeypatch):

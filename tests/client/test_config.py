@@ -6,6 +6,7 @@ import os
 import stat
 
 import pytest
+
 from labclient.config import config_file_path, get_settings, reset_settings, write_config_file
 from labclient.errors import ConfigError
 
@@ -15,7 +16,11 @@ def test_the_config_file_is_private_and_merged(isolated_lab):
     assert path == config_file_path() and stat.S_IMODE(os.stat(path).st_mode) == 0o600
     write_config_file({"team": "red"})  # merged: the server and token stay
     settings = get_settings()
-    assert (settings.tracking_uri, settings.team, settings.token.get_secret_value()) == ("http://lab:5000", "red", "t0ken")
+    assert (settings.tracking_uri, settings.team, settings.token.get_secret_value()) == (
+        "http://lab:5000",
+        "red",
+        "t0ken",
+    )
 
 
 def test_the_environment_overrides_the_file(isolated_lab, monkeypatch):

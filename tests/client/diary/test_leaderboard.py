@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
 import labclient
 from labserver.leaderboard import UnknownMetric, leaderboard_rows, lower_is_better, metric_key
@@ -20,10 +19,17 @@ WEIGHTS = {"0.weight": np.zeros((2, 3), dtype=np.float32), "0.bias": np.zeros(2,
 
 def _run(team, accuracy, cost, *, weights=True, fail=False, device="cpu", parameters=8):
     """A run as `train` logs it, made with the Python API in milliseconds instead of training."""
-    metrics = {"test_accuracy": accuracy, "test_cost": cost, "compute_parameters": parameters,
-               "compute_macs_per_sample": 6, "training_time_s": 1.5}
+    metrics = {
+        "test_accuracy": accuracy,
+        "test_cost": cost,
+        "compute_parameters": parameters,
+        "compute_macs_per_sample": 6,
+        "training_time_s": 1.5,
+    }
     try:
-        with labclient.start_run(team=team, tags={"lab.device": device, "lab.trainer": "logreg", "lab.dataset": "digits"}) as run:
+        with labclient.start_run(
+            team=team, tags={"lab.device": device, "lab.trainer": "logreg", "lab.dataset": "digits"}
+        ) as run:
             run.set_tags({"lab.hw.device": device, **({"lab.hw.gpu.name": "NVIDIA H100"} if device == "cuda" else {})})
             run.log_metrics({key: value for key, value in metrics.items() if value is not None})
             if weights:
@@ -47,7 +53,10 @@ def lab():
 
 def test_each_teams_best_run_by_accuracy(lab, embedded_uri):
     rows = leaderboard_rows(MlflowClient(embedded_uri))
-    assert [(row["rank"], row["team"], row["run"]) for row in rows] == [(1, "blue", "blue/run-3"), (2, "red", "red/run-1")]
+    assert [(row["rank"], row["team"], row["run"]) for row in rows] == [
+        (1, "blue", "blue/run-3"),
+        (2, "red", "red/run-1"),
+    ]
     red = rows[1]
     assert red["test_accuracy"] == pytest.approx(0.88) and red["test_cost"] == pytest.approx(0.30)
     assert red["parameters"] == 8 and red["macs_per_sample"] == 6 and red["training_time_s"] == pytest.approx(1.5)
@@ -58,14 +67,20 @@ def test_each_teams_best_run_by_accuracy(lab, embedded_uri):
 
 def test_cost_ranks_lowest_first(lab, embedded_uri):
     rows = leaderboard_rows(MlflowClient(embedded_uri), metric="cost")
-    assert [(row["team"], row["run"], row["metric"]) for row in rows] == [("red", "red/run-1", "test_cost"), ("blue", "blue/run-2", "test_cost")]
+    assert [(row["team"], row["run"], row["metric"]) for row in rows] == [
+        ("red", "red/run-1", "test_cost"),
+        ("blue", "blue/run-2", "test_cost"),
+    ]
     assert rows[1]["device"] == "cuda (NVIDIA H100)" and rows[1]["parameters"] == 23860
 
 
 def test_by_run_ranks_every_counted_run(lab, embedded_uri):
     rows = leaderboard_rows(MlflowClient(embedded_uri), by="run")
     assert [row["run"] for row in rows] == ["blue/run-3", "blue/run-2", "red/run-1", "blue/run-1"]
-    assert [row["run"] for row in leaderboard_rows(MlflowClient(embedded_uri), by="run", limit=2)] == ["blue/run-3", "blue/run-2"]
+    assert [row["run"] for row in leaderboard_rows(MlflowClient(embedded_uri), by="run", limit=2)] == [
+        "blue/run-3",
+        "blue/run-2",
+    ]
 
 
 def test_cli_table_and_json(lab, cli, embedded_uri):
@@ -81,10 +96,20 @@ def test_cli_table_and_json(lab, cli, embedded_uri):
     expected = leaderboard_rows(MlflowClient(embedded_uri))
     assert [row["run_id"] for row in rows] == [row["run_id"] for row in expected]
     assert rows[0]["url"].endswith(f"/runs/{rows[0]['run_id']}?workflowType=machine_learning")
-    assert set(rows[0]) >= {"team", "run", "test_accuracy", "test_cost", "parameters", "macs_per_sample", "training_time_s",
-                            "device", "trained_at"}
+    assert set(rows[0]) >= {
+        "team",
+        "run",
+        "test_accuracy",
+        "test_cost",
+        "parameters",
+        "macs_per_sample",
+        "training_time_s",
+        "device",
+        "trained_at",
+    }
 
 
+@pytest.mark.slow
 def test_a_real_training_run_ranks_with_its_figures(cli, embedded_uri):
     result = cli("train", "--team", "blue", "--trainer", "logreg", "--dataset", "digits", "--epochs", "1")
     assert result.exit_code == 0, result.output
@@ -97,8 +122,13 @@ def test_a_real_training_run_ranks_with_its_figures(cli, embedded_uri):
 def test_unknown_metric_is_one_line_with_suggestions(lab, cli):
     result = cli("leaderboard", "--metric", "acuracy")
     assert result.exit_code == 2
-    assert result.output.startswith("error: no finished run logs a metric named 'acuracy'") and "test_accuracy" in result.output
-    assert cli("leaderboard", "--metric", "test accuracy; drop").output.startswith("error: 'test accuracy; drop' is not a metric name")
+    assert (
+        result.output.startswith("error: no finished run logs a metric named 'acuracy'")
+        and "test_accuracy" in result.output
+    )
+    assert cli("leaderboard", "--metric", "test accuracy; drop").output.startswith(
+        "error: 'test accuracy; drop' is not a metric name"
+    )
 
 
 def test_an_empty_store_says_so(cli):
@@ -107,7 +137,11 @@ def test_an_empty_store_says_so(cli):
 
 
 def test_metric_names():
-    assert metric_key("accuracy") == "test_accuracy" and metric_key("cost") == "test_cost" and metric_key(None) == "test_accuracy"
+    assert (
+        metric_key("accuracy") == "test_accuracy"
+        and metric_key("cost") == "test_cost"
+        and metric_key(None) == "test_accuracy"
+    )
     assert lower_is_better("test_cost") and lower_is_better("training_time_s") and not lower_is_better("test_accuracy")
     with pytest.raises(UnknownMetric):
         metric_key("a'b")

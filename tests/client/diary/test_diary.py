@@ -13,12 +13,11 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
-from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
 from labclient.diary import entries as diary
+from labclient.errors import EditRefused, RunNotFound
 from labclient.store.failures import mlflow_failure
 from labserver.units import human_bytes
-from labclient.errors import RunNotFound
 
 pytestmark = pytest.mark.usefixtures("migrated_store")
 NOTE = "Baseline first: plain SGD, no tricks."
@@ -33,7 +32,9 @@ def _train(cli, team="blue", *extra):
 def _run(embedded_uri, name):
     client = MlflowClient(embedded_uri)
     team = name.split("/")[0]
-    runs = client.search_runs([client.get_experiment_by_name(team).experiment_id], filter_string=f"attributes.run_name = '{name}'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name(team).experiment_id], filter_string=f"attributes.run_name = '{name}'"
+    )
     assert len(runs) == 1, name
     return client, runs[0]
 
@@ -57,13 +58,15 @@ def fake_editor(tmp_path, monkeypatch):
 
     def install(status: int, line: str = "Smaller eta: smoother cost curve.") -> None:
         script = tmp_path / f"editor_{status}.py"
-        script.write_text(textwrap.dedent(f"""
+        script.write_text(
+            textwrap.dedent(f"""
             import sys
             path = sys.argv[1]
             text = open(path, encoding="utf-8").read()
             open(path, "w", encoding="utf-8").write(text.rstrip("\\n") + "\\n" + {line!r} + "\\n")
             sys.exit({status})
-        """))
+        """)
+        )
         monkeypatch.setenv("EDITOR", f"{sys.executable} {script}")
         monkeypatch.delenv("VISUAL", raising=False)
 
@@ -71,6 +74,7 @@ def fake_editor(tmp_path, monkeypatch):
 
 
 # --- the draft ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_training_drafts_the_entry(cli, embedded_uri):
     _train(cli, "blue", "--note", NOTE, "--lr", "0.3")
     client, run = _run(embedded_uri, "blue/run-1")
@@ -80,14 +84,22 @@ def test_training_drafts_the_entry(cli, embedded_uri):
     assert _section(text, "Our note").strip() == NOTE
     assert "**logreg**, layers Flatten → Linear(64→10)" in text and "1,437 training and 360 held-out images" in text
     hyper = _section(text, "Hyperparameters")
-    for row in ("| learning rate η | 0.3 |", "| mini-batch size | 64 |", "| epochs | 2 |", "| optimizer | sgd |",
-                "| cost function | cross_entropy |"):
+    for row in (
+        "| learning rate η | 0.3 |",
+        "| mini-batch size | 64 |",
+        "| epochs | 2 |",
+        "| optimizer | sgd |",
+        "| cost function | cross_entropy |",
+    ):
         assert row in hyper, row
     assert params["lr"] == "0.3"
 
     results = _section(text, "Results")
     right = round(metrics["test_accuracy"] * 360)
-    assert f"| accuracy | {metrics['test_accuracy']:.2%} ({right} of 360 right) | {metrics['train_accuracy']:.2%} |" in results
+    assert (
+        f"| accuracy | {metrics['test_accuracy']:.2%} ({right} of 360 right) | {metrics['train_accuracy']:.2%} |"
+        in results
+    )
     assert f"| cost | {metrics['test_cost']:.4f} | {metrics['train_cost']:.4f} |" in results
     assert "not 1 − accuracy" in results and f"1 − accuracy = {1 - metrics['test_accuracy']:.4f}" in results
     assert "cross-entropy" in results
@@ -105,6 +117,7 @@ def test_training_drafts_the_entry(cli, embedded_uri):
     assert text.endswith("## What we learned\n")  # the team's section, left empty
 
 
+@pytest.mark.slow
 def test_the_textbook_network_gets_the_quadratic_cost_explained(cli, embedded_uri):
     result = cli("train", "--team", "blue", "--trainer", "mnist-mlp", "--dataset", "digits", "--epochs", "1")
     assert result.exit_code == 0, result.output
@@ -114,6 +127,7 @@ def test_the_textbook_network_gets_the_quadratic_cost_explained(cli, embedded_ur
     assert "Linear(64→30) → Sigmoid → Linear(30→10) → Sigmoid" in text
 
 
+@pytest.mark.slow
 def test_a_draft_too_long_for_mlflow_keeps_the_whole_note(cli, embedded_uri, tmp_path):
     long_note = "\n\n".join(f"Paragraph {index}: " + "the cost went down, then up. " * 12 for index in range(40))
     assert len(long_note) > diary.RUN_LIMIT
@@ -123,7 +137,9 @@ def test_a_draft_too_long_for_mlflow_keeps_the_whole_note(cli, embedded_uri, tmp
     description = run.data.tags["mlflow.note.content"]
     assert len(description) <= diary.RUN_LIMIT
     assert "MLflow keeps at most 8,000" in description and "diary%2Fentry.md" in description
-    full = Path(client.download_artifacts(run.info.run_id, diary.ENTRY_ARTIFACT, str(tmp_path))).read_text(encoding="utf-8")
+    full = Path(client.download_artifacts(run.info.run_id, diary.ENTRY_ARTIFACT, str(tmp_path))).read_text(
+        encoding="utf-8"
+    )
     assert long_note.strip() in full and full.startswith(description.split("\n\n---\n\n")[0])
     entry = diary.read_entry("blue/run-1")
     assert entry.truncated and entry.text == full
@@ -131,17 +147,18 @@ def test_a_draft_too_long_for_mlflow_keeps_the_whole_note(cli, embedded_uri, tmp
 
 DRAFT_REFUSED = """
 from mlflow.exceptions import MlflowException
-from labclient.diary import entries as diary
+from labclient.tracking import sender
 
 def broken(*args, **kwargs):
     raise MlflowException("the store is read-only")
 
-diary.store_run_entry = broken
+sender.store_run_entry = broken  # the name the sender calls (labclient.tracking.description's function)
 import runpy
 runpy.run_module("labclient.tracking.sender_process", run_name="__main__", alter_sys=True)
 """
 
 
+@pytest.mark.slow
 def test_a_failed_draft_never_fails_the_training(cli, embedded_uri, monkeypatch):
     from labclient.tracking import recorder
 
@@ -166,7 +183,9 @@ def test_ui_edits_are_what_the_cli_reads_and_the_reverse(cli, embedded_uri):
     name = _tiny_run("blue", note="first words")
     client, run = _run(embedded_uri, name)
     # what MLflow's UI does when a description is saved: set the run's mlflow.note.content tag
-    client.set_tag(run.info.run_id, "mlflow.note.content", "## Edited in the browser\n\nThe cost plateaued at epoch 3.\n")
+    client.set_tag(
+        run.info.run_id, "mlflow.note.content", "## Edited in the browser\n\nThe cost plateaued at epoch 3.\n"
+    )
     shown = cli("diary", name)
     assert shown.exit_code == 0, shown.output
     assert "Edited in the browser" in shown.output and "The cost plateaued at epoch 3." in shown.output
@@ -187,6 +206,7 @@ def test_append_adds_dated_paragraphs_in_order(embedded_uri):
     assert diary.read_entry(name).text == entry.text
 
 
+@pytest.mark.slow
 def test_edit_saves_what_the_editor_wrote(cli, embedded_uri, fake_editor):
     _train(cli, "blue", "--note", NOTE)
     fake_editor(0)
@@ -223,7 +243,11 @@ def test_team_diary_is_the_experiment_description(cli, embedded_uri, fake_editor
     assert cli("diary", "blue", "--raw").output == "# Team blue\n\nWe study learning rates.\n"
     fake_editor(0, "Week 2: momentum.")
     assert cli("diary", "blue", "--edit").exit_code == 0
-    assert client.get_experiment(experiment_id).tags["mlflow.note.content"].endswith("We study learning rates.\nWeek 2: momentum.\n")
+    assert (
+        client.get_experiment(experiment_id)
+        .tags["mlflow.note.content"]
+        .endswith("We study learning rates.\nWeek 2: momentum.\n")
+    )
 
 
 def test_list_is_newest_first_with_first_lines(cli, embedded_uri):
@@ -267,13 +291,23 @@ def test_too_long_team_entry_is_refused_and_nothing_is_lost(cli, embedded_uri, f
 
 
 # --- bad input ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("ref, fragment", [("blue/run-9", "blue/run-9 does not exist"), ("green", "no team 'green'"),
-                                           ("Blue Team", "neither a run nor a team")])
+@pytest.mark.parametrize(
+    "ref, fragment",
+    [
+        ("blue/run-9", "blue/run-9 does not exist"),
+        ("green", "no team 'green'"),
+        ("Blue Team", "neither a run nor a team"),
+    ],
+)
 def test_unknown_runs_and_teams(cli, embedded_uri, ref, fragment):
     _tiny_run("blue")
     result = cli("diary", ref)
     assert result.exit_code != 0 and "Traceback" not in result.output
-    assert result.output.startswith("error: ") and fragment in result.output and len(result.output.strip().splitlines()) == 1
+    assert (
+        result.output.startswith("error: ")
+        and fragment in result.output
+        and len(result.output.strip().splitlines()) == 1
+    )
 
 
 def test_permission_denied_becomes_one_clear_line():
@@ -284,12 +318,17 @@ def test_permission_denied_becomes_one_clear_line():
     upload = requests.HTTPError("403 Client Error: FORBIDDEN", response=response)  # an artifact upload refused
     for err in (rest, plain, upload):
         mapped = mlflow_failure(err, editing=True, owner="blue", reader="red", what="blue/run-3")
-        assert isinstance(mapped, diary.EditRefused)
+        assert isinstance(mapped, EditRefused)
         assert mapped.one_line().startswith("team red can read but not edit team blue's runs")
     team = mlflow_failure(rest, editing=True, owner="blue", reader="red", what="blue")
     assert str(team) == "team red can read but not edit team blue's diary"
-    missing = mlflow_failure(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "x"}),
-                              editing=False, owner="blue", reader="red", what="blue/run-3")
+    missing = mlflow_failure(
+        RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "x"}),
+        editing=False,
+        owner="blue",
+        reader="red",
+        what="blue/run-3",
+    )
     assert isinstance(missing, RunNotFound)
 
 
@@ -307,7 +346,7 @@ def test_a_refused_edit_keeps_the_text(cli, embedded_uri, fake_editor, monkeypat
     reset_settings()
     fake_editor(0, "red was here")
     result = cli("diary", name, "--edit")
-    assert result.exit_code == diary.EditRefused.exit_code
+    assert result.exit_code == EditRefused.exit_code
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("error: team red can read but not edit team blue's runs")
     kept = re.search(r"your edited text is kept in (\S+)\)", line).group(1)
@@ -322,5 +361,7 @@ def test_diary_and_leaderboard_help_stay_light():
         "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
         "import sys; print('\\n'.join(sys.modules))"
     )
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    )
     assert "labclient.cli.diary" in loaded and not {"torch", "mlflow", "rich"} & loaded

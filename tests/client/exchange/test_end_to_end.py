@@ -12,8 +12,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-from labclient.models import spec
 from labclient.exchange.cache import store_key
+from labclient.models import spec
 from labclient.training.data import load_mnist
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,9 @@ def test_fetch_compare_and_tamper_detection(cli, lab_server, isolated_lab, mnist
     with torch.no_grad():
         predictions = model(torch.from_numpy(data.test_x)).argmax(1).numpy()
     assert result["evaluation"]["a"]["accuracy"] == pytest.approx(float(np.mean(predictions == data.test_y)), abs=1e-9)
-    assert result["evaluation"]["a"]["claimed_accuracy"] == pytest.approx(red_run.data.metrics["test_accuracy"], abs=1e-6)
+    assert result["evaluation"]["a"]["claimed_accuracy"] == pytest.approx(
+        red_run.data.metrics["test_accuracy"], abs=1e-6
+    )
     assert 0.0 <= result["evaluation"]["mcnemar_p"] <= 1.0
 
     # a blob changed on disk is caught, and a forced fetch repairs it
@@ -82,8 +84,11 @@ def test_a_team_pushes_only_as_itself(cli, lab_server, as_team, tmp_path):
     import pickle
 
     rng = np.random.default_rng(0)
-    network = {"sizes": [64, 8, 10], "weights": [rng.normal(size=(8, 64)), rng.normal(size=(10, 8))],
-               "biases": [rng.normal(size=(8, 1)), rng.normal(size=(10, 1))]}
+    network = {
+        "sizes": [64, 8, 10],
+        "weights": [rng.normal(size=(8, 64)), rng.normal(size=(10, 8))],
+        "biases": [rng.normal(size=(8, 1)), rng.normal(size=(10, 1))],
+    }
     path = tmp_path / "network.pkl"
     path.write_bytes(pickle.dumps(network))
     as_team(lab_server, "blue")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 
 from labclient.errors import TrackingError
 from labclient.tracking.recorder import SenderProcess
@@ -112,8 +111,14 @@ with start_run("blue") as run:
 
 def _start_training_process():
     """A training process in a session of its own, as a terminal's foreground job is."""
-    trainer = subprocess.Popen([sys.executable, "-c", TRAINING_PROCESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", TRAINING_PROCESS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     sender, run_id = trainer.stdout.readline().split()
     return trainer, int(sender), run_id
 

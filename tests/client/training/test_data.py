@@ -12,14 +12,14 @@ from functools import partial
 import numpy as np
 import pytest
 
-from labclient.training import data
 from labclient.errors import DatasetError
+from labclient.training import data
 
 
 def test_reads_the_shared_split(mnist_dir, tmp_path):
     dataset = data.load_mnist(mnist_dir, tmp_path)
     assert dataset.train_x.shape == (8000, 1, 28, 28) and dataset.test_x.shape == (2000, 1, 28, 28)
-    assert dataset.train_x.dtype == np.float32 and 0.0 <= dataset.train_x.min() and dataset.train_x.max() <= 1.0
+    assert dataset.train_x.dtype == np.float32 and dataset.train_x.min() >= 0.0 and dataset.train_x.max() <= 1.0
     assert np.bincount(dataset.train_y).tolist() == [773, 905, 834, 803, 788, 723, 756, 813, 787, 818]
     assert np.bincount(dataset.test_y).tolist() == [207, 230, 198, 207, 194, 169, 202, 215, 187, 191]
     assert not dataset.canonical  # an 8,000/2,000 split is not the published MNIST
@@ -29,7 +29,9 @@ def test_canonical_checksums_match_the_real_test_set(mnist_t10k_dir):
     for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         raw = gzip.decompress((mnist_t10k_dir / f"{stem}.gz").read_bytes())
         assert hashlib.sha256(raw).hexdigest() == data.MNIST_FILES[stem]
-    labels = data._parse_idx(gzip.decompress((mnist_t10k_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()), "t10k-labels-idx1-ubyte")
+    labels = data._parse_idx(
+        gzip.decompress((mnist_t10k_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()), "t10k-labels-idx1-ubyte"
+    )
     assert labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
 
 
@@ -81,7 +83,10 @@ def mirror(mnist_dir):
 
 
 def _digests(folder):
-    return {stem: hashlib.sha256(gzip.decompress((folder / f"{stem}.gz").read_bytes())).hexdigest() for stem in data.MNIST_FILES}
+    return {
+        stem: hashlib.sha256(gzip.decompress((folder / f"{stem}.gz").read_bytes())).hexdigest()
+        for stem in data.MNIST_FILES
+    }
 
 
 def test_download_verifies_and_caches(mirror, mnist_dir, tmp_path, monkeypatch):

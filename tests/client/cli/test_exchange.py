@@ -5,7 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from exchange_support import exchange_lab, lab, one_line_error, run_of  # noqa: F401  (fixtures)
+import pytest
+
+from tests.client.exchange_support import one_line_error, run_of
+
+# every test reads the runs that the session's exchange_lab fixture trains (tests/client/conftest.py)
+pytestmark = pytest.mark.slow
 
 
 def test_fetch_prints_what_where_and_how_to_compare(cli, lab):
@@ -15,7 +20,10 @@ def test_fetch_prints_what_where_and_how_to_compare(cli, lab):
     out = result.output
     assert f"red/run-2 ({run.info.run_id}): downloaded and verified" in out
     assert "model/model.safetensors" in out and run.data.tags["lab.weights.sha256"][:16] in out
-    assert "2,260 parameters (safetensors)" in out and f"claimed held-out accuracy {run.data.metrics['test_accuracy']:.4f}" in out
+    assert (
+        "2,260 parameters (safetensors)" in out
+        and f"claimed held-out accuracy {run.data.metrics['test_accuracy']:.4f}" in out
+    )
     assert "cached at " in out and "labclient compare red/run-2" in out
     assert "already cached" in cli("fetch", "red/run-2").output
 
@@ -25,7 +33,8 @@ def test_cache_hit_imports_neither_torch_nor_mlflow(cli, lab):
     code = (
         "import sys, time\nfrom labclient.cli.main import main\nstarted = time.perf_counter()\n"
         "try:\n    main(['fetch', 'red/run-1'])\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
-        "print('seconds', time.perf_counter() - started)\nprint('loaded', sorted({'torch', 'mlflow'} & set(sys.modules)))"
+        "print('seconds', time.perf_counter() - started)\nprint('loaded', sorted({'torch', 'mlflow'} & "
+        "set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -7,6 +7,7 @@ import os
 import stat
 
 import pytest
+
 from labclient.files import atomic_write, sha256_file
 
 

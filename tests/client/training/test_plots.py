@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from store_support import migrated_store, store_template  # noqa: F401  (fixtures)
 from PIL import Image
 
 from labclient.models import evaluation
@@ -38,7 +37,9 @@ def predictions():
 
 def test_cost_curve_shows_training_and_held_out_cost(tmp_path):
     history = [{"epoch_train_cost": 0.5, "epoch_test_cost": 0.6}, {"epoch_train_cost": 0.3, "epoch_test_cost": 0.4}]
-    path = plots.cost_curve([1.0 / (step + 1) for step in range(200)], history, tmp_path / "cost.png", title="blue/run-1")
+    path = plots.cost_curve(
+        [1.0 / (step + 1) for step in range(200)], history, tmp_path / "cost.png", title="blue/run-1"
+    )
     _assert_small_png(path)
 
 
@@ -75,13 +76,19 @@ def test_misclassified_grid_without_mistakes(tmp_path):
     _assert_small_png(path, min_size=(100, 50))
 
 
+@pytest.mark.slow
 def test_training_logs_every_plot(cli, embedded_uri, tmp_path):
     result = cli("train", "--team", "blue", "--trainer", "logreg", "--dataset", "digits", "--epochs", "2")
     assert result.exit_code == 0, result.output
     client = MlflowClient(embedded_uri)
     run = client.search_runs([client.get_experiment_by_name("blue").experiment_id])[0]
     logged = {item.path for item in client.list_artifacts(run.info.run_id, "plots")}
-    assert logged == {"plots/cost_curve.png", "plots/accuracy.png", "plots/confusion_matrix.png", "plots/misclassified.png"}
+    assert logged == {
+        "plots/cost_curve.png",
+        "plots/accuracy.png",
+        "plots/confusion_matrix.png",
+        "plots/misclassified.png",
+    }
     folder = client.download_artifacts(run.info.run_id, "plots", str(tmp_path))
     for name in logged:
         _assert_small_png(tmp_path / name)

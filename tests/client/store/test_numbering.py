@@ -52,8 +52,23 @@ def test_registering_a_run_again_returns_its_number_and_leaves_no_gap(embedded_u
 
 @pytest.mark.slow
 def test_two_trainings_started_at_once_get_different_numbers(isolated_lab, embedded_uri):
-    command = [sys.executable, "-m", "labclient.cli.main", "train", "--team", "blue", "--trainer", "logreg", "--dataset", "digits", "--epochs", "1"]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "labclient.cli.main",
+        "train",
+        "--team",
+        "blue",
+        "--trainer",
+        "logreg",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+    ]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)
+    ]
     outputs = [process.communicate(timeout=240)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     client = MlflowClient(embedded_uri)
