@@ -56,7 +56,8 @@ def isolated_lab(tmp_path, monkeypatch):
     reset_settings()
     from labclient.tracking.recorder import SenderProcess
 
-    SenderProcess.stop_idle()  # the runs' sender processes wait for another run of this process: not across tests
+    # the runs' sender processes wait for another run of this process: not across tests (idle: nothing to lose)
+    SenderProcess.stop_idle(grace=0)
 
 
 @pytest.fixture

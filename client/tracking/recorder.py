@@ -312,13 +312,14 @@ class SenderProcess:
         return cls(target)
 
     @classmethod
-    def stop_idle(cls) -> None:
-        """End every idle sender of this process (they end by themselves when it exits)."""
+    def stop_idle(cls, grace: float = 1.0) -> None:
+        """End every idle sender of this process (they end by themselves when it exits); one that has not ended
+        `grace` seconds after its stdin closed is killed. Idle senders hold no run, so nothing is lost."""
         with cls._idle_lock:
             idle = [sender for senders in cls._idle.values() for sender in senders]
             cls._idle.clear()
         for sender in idle:
-            sender.stop(grace=1.0)
+            sender.stop(grace=grace)
 
     def attach(self, journal, on_message: Callable[[dict], None], on_exit: Callable[[str], None]) -> SenderProcess:
         with self._lock:

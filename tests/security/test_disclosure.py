@@ -22,6 +22,7 @@ HOSTILE = (
 FORBIDDEN_BYTES = (b"\x1b]0;pwned", b"\x1b]8;;http://evil.example", b"\x1b[2J", "\u202e".encode())
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_the_auth_config_holding_the_database_password_is_private(tmp_path):
     (tmp_path / "basic_auth.ini").write_text("old")
     os.chmod(tmp_path / "basic_auth.ini", 0o644)

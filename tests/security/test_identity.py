@@ -346,6 +346,7 @@ def test_team_names_are_matched_whole():
     assert is_valid_team("red") and validate_team("red-2") == "red-2"
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_labserver_refuses_a_team_name_with_a_trailing_newline(tmp_path):
     from tests.servers import LabServer, run_labserver
 

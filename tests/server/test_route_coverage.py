@@ -12,6 +12,8 @@ import pytest
 
 from labserver.permissions import Decision, decide
 
+pytestmark = pytest.mark.slow  # real processes
+
 
 @pytest.fixture(scope="module")
 def routes():

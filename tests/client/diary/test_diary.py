@@ -179,6 +179,7 @@ def test_the_limit_is_mlflows_own():
 
 
 # --- reading and writing: the CLI and the UI share the tag ------------------------------------------------
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_ui_edits_are_what_the_cli_reads_and_the_reverse(cli, embedded_uri):
     name = _tiny_run("blue", note="first words")
     client, run = _run(embedded_uri, name)
@@ -198,6 +199,7 @@ def test_ui_edits_are_what_the_cli_reads_and_the_reverse(cli, embedded_uri):
     assert re.search(r"\*\*\d{4}-\d\d-\d\d \d\d:\d\d\*\* Tried momentum 0\.9\.\n$", after)
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_append_adds_dated_paragraphs_in_order(embedded_uri):
     name = _tiny_run("blue")
     diary.append_entry(name, "first", when=dt.datetime(2026, 3, 1, 9, 30))
@@ -218,6 +220,7 @@ def test_edit_saves_what_the_editor_wrote(cli, embedded_uri, fake_editor):
     assert NOTE in text
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_an_editor_that_fails_saves_nothing(cli, embedded_uri, fake_editor):
     name = _tiny_run("blue", note="untouched")
     fake_editor(1)
@@ -228,6 +231,7 @@ def test_an_editor_that_fails_saves_nothing(cli, embedded_uri, fake_editor):
     assert _run(embedded_uri, name)[1].data.tags["mlflow.note.content"] == "untouched"
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_an_unchanged_edit_says_so(cli, embedded_uri, tmp_path, monkeypatch):
     name = _tiny_run("blue", note="as it was")
     monkeypatch.setenv("EDITOR", "true")
@@ -235,6 +239,7 @@ def test_an_unchanged_edit_says_so(cli, embedded_uri, tmp_path, monkeypatch):
     assert result.exit_code == 0 and "no changes" in result.output
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_team_diary_is_the_experiment_description(cli, embedded_uri, fake_editor):
     _tiny_run("blue")
     client = MlflowClient(embedded_uri)
@@ -250,6 +255,7 @@ def test_team_diary_is_the_experiment_description(cli, embedded_uri, fake_editor
     )
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_list_is_newest_first_with_first_lines(cli, embedded_uri):
     _tiny_run("blue", note="# Trying eta 3.0\n\ndetails")
     _tiny_run("red", note="red's first")
@@ -264,6 +270,7 @@ def test_list_is_newest_first_with_first_lines(cli, embedded_uri):
     assert [item.ref for item in diary.list_entries("blue", limit=1)] == ["blue/run-2"]
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_too_long_run_entry_is_kept_as_an_artifact(cli, embedded_uri):
     name = _tiny_run("blue")
     long_text = "# Long\n\n" + "\n".join(f"line {index}: " + "x" * 60 for index in range(200))
@@ -278,6 +285,7 @@ def test_too_long_run_entry_is_kept_as_an_artifact(cli, embedded_uri):
     assert diary.read_entry(name).text == "short again" and not diary.read_entry(name).truncated
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_too_long_team_entry_is_refused_and_nothing_is_lost(cli, embedded_uri, fake_editor, isolated_lab):
     _tiny_run("blue")
     fake_editor(0, "y" * (diary.TEAM_LIMIT + 1))
@@ -291,6 +299,7 @@ def test_too_long_team_entry_is_refused_and_nothing_is_lost(cli, embedded_uri, f
 
 
 # --- bad input ---------------------------------------------------------------------------------------
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 @pytest.mark.parametrize(
     "ref, fragment",
     [
@@ -332,6 +341,7 @@ def test_permission_denied_becomes_one_clear_line():
     assert isinstance(missing, RunNotFound)
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_a_refused_edit_keeps_the_text(cli, embedded_uri, fake_editor, monkeypatch):
     """What a labserver answers when team red edits blue's run: 403, mapped to one line; the edit is kept."""
     name = _tiny_run("blue", note="blue's words")

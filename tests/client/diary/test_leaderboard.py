@@ -51,6 +51,7 @@ def lab():
     _run("blue", 0.93, None, weights=True)  # no held-out cost: ranks by accuracy, not by cost
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_each_teams_best_run_by_accuracy(lab, embedded_uri):
     rows = leaderboard_rows(MlflowClient(embedded_uri))
     assert [(row["rank"], row["team"], row["run"]) for row in rows] == [
@@ -65,6 +66,7 @@ def test_each_teams_best_run_by_accuracy(lab, embedded_uri):
     assert trained.tzinfo is not None and abs(dt.datetime.now(dt.timezone.utc) - trained) < dt.timedelta(minutes=10)
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_cost_ranks_lowest_first(lab, embedded_uri):
     rows = leaderboard_rows(MlflowClient(embedded_uri), metric="cost")
     assert [(row["team"], row["run"], row["metric"]) for row in rows] == [
@@ -74,6 +76,7 @@ def test_cost_ranks_lowest_first(lab, embedded_uri):
     assert rows[1]["device"] == "cuda (NVIDIA H100)" and rows[1]["parameters"] == 23860
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_by_run_ranks_every_counted_run(lab, embedded_uri):
     rows = leaderboard_rows(MlflowClient(embedded_uri), by="run")
     assert [row["run"] for row in rows] == ["blue/run-3", "blue/run-2", "red/run-1", "blue/run-1"]
@@ -83,6 +86,7 @@ def test_by_run_ranks_every_counted_run(lab, embedded_uri):
     ]
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_cli_table_and_json(lab, cli, embedded_uri):
     table = cli("leaderboard")
     assert table.exit_code == 0, table.output
@@ -119,6 +123,7 @@ def test_a_real_training_run_ranks_with_its_figures(cli, embedded_uri):
     assert row["parameters"] == 650 and row["macs_per_sample"] == 640 and row["device"] == "cpu"
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_unknown_metric_is_one_line_with_suggestions(lab, cli):
     result = cli("leaderboard", "--metric", "acuracy")
     assert result.exit_code == 2

@@ -190,6 +190,7 @@ def test_offline_training_touches_no_store_and_sync_publishes_it(cli, isolated_l
     assert "nothing to sync" in cli("sync").output
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 @pytest.mark.usefixtures("migrated_store")
 def test_resending_everything_duplicates_nothing(isolated_lab, embedded_uri):
     run = create_run("blue")
@@ -217,6 +218,7 @@ def test_resending_everything_duplicates_nothing(isolated_lab, embedded_uri):
     assert MlflowClient(embedded_uri).get_run(run.id).data.params == {"eta": "0.5"}
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 @pytest.mark.usefixtures("migrated_store")
 def test_an_entry_the_store_refuses_is_skipped_and_said_the_rest_arrives(embedded_uri):
     run = create_run("blue")
@@ -231,6 +233,7 @@ def test_an_entry_the_store_refuses_is_skipped_and_said_the_rest_arrives(embedde
     assert logged.info.status == "FINISHED"
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 @pytest.mark.usefixtures("migrated_store")
 def test_a_run_whose_process_died_is_synced_as_killed(cli, isolated_lab, embedded_uri):
     run = create_run("blue")
@@ -247,6 +250,7 @@ def test_a_run_whose_process_died_is_synced_as_killed(cli, isolated_lab, embedde
     assert _history(embedded_uri, run.id, "cost") == _journalled(events, "cost")
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
 def test_a_journal_in_use_is_left_to_its_writer(cli, isolated_lab):
     run = create_run("blue", offline=True)
     run.log_metric("cost", 1.0)

@@ -18,7 +18,7 @@ from labclient.tracking.recorder import SenderProcess
 from labclient.tracking.run import create_run
 from labclient.tracking.sync import sync_pending
 
-pytestmark = pytest.mark.usefixtures("migrated_store")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("migrated_store")]
 
 
 def _alive(pid: int) -> bool:
