@@ -5,7 +5,6 @@ store, and an S3 server), against a plain file copy and boto3 straight from S3; 
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -102,43 +101,15 @@ def run(ctx: Context) -> Section:
 
 @contextmanager
 def moto_server(log_dir: Path) -> Iterator[tuple[str, object]]:
-    """moto's S3 server on loopback with one bucket, like tests/servers.py's start_s3; stopped at the end."""
-    import boto3
-
-    from bench.servers import free_port, stop
+    """moto's S3 server on loopback with the bucket BUCKET (bench/servers.py's start_s3); stopped at the end."""
+    from bench.servers import start_s3, stop_group
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    with open(log_dir / "moto.log", "wb") as log:
-        process = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    endpoint = f"http://127.0.0.1:{port}"
+    server = start_s3(log_dir, bucket=BUCKET)
     try:
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception as err:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(
-                        f"moto_server did not start: {(log_dir / 'moto.log').read_text()[-500:]}"
-                    ) from err
-                time.sleep(0.2)
-        yield endpoint, client
+        yield server.endpoint, server.client()
     finally:
-        stop(process)
+        stop_group(server.process)
 
 
 def _weights_run(ctx: Context, server, megabytes: int) -> tuple[str, int]:

@@ -1,4 +1,7 @@
-"""Tracking servers for the benchmarks: one real `labserver` process on loopback, always stopped at the end.
+"""Real server processes on loopback for the benchmarks and the tests: labserver, moto's S3 server, PostgreSQL
+databases. Every process runs in its own session and is stopped, its whole process group, at the end.
+
+The benchmarks' servers: one real `labserver` process on loopback, always stopped at the end.
 
 `server_command` is the one place that says which server runs and how; `TrackingServer` adds teams
 and the client environment of a team. PostgreSQL stores are temporary databases `bench_<random>`,
@@ -13,11 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import requests
 
 BIN = Path(sys.executable).parent
 TEAM = "bench"  # the team every benchmark logs as
@@ -182,41 +186,44 @@ def start_server(
             wait_for_health(server)
             yield server
         finally:
-            stop(server.process)
+            stop_group(server.process, timeout=STOP_TIMEOUT_S)
 
 
 def wait_for_health(server: TrackingServer, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    wait_for(server.url + "/health", timeout, server.process, server.log_path)
+
+
+def wait_for(url: str, timeout: float, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the {server.backend} tracking server exited: {_tail(server.log_path)}")
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode}:\n{log.read_text()[-3000:] if log else ''}")
         try:
-            with urllib.request.urlopen(server.url + "/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(
-        f"the {server.backend} tracking server did not answer /health within {timeout:.0f} s: {_tail(server.log_path)}"
-    )
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s:\n{log.read_text()[-3000:] if log else ''}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group, SIGKILL if it lingers, and any straggler of the group."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if process.poll() is not None:
-            break
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+    """Signal the process; kill its whole group if it is still there after `timeout`."""
+    if process.poll() is None:
         try:
             os.killpg(process.pid, sig)
-            process.wait(STOP_TIMEOUT_S)
         except ProcessLookupError:
-            break
-        except subprocess.TimeoutExpired:
-            continue
+            pass
     try:
-        os.killpg(process.pid, signal.SIGKILL)  # a uvicorn worker whose launcher already exited
-    except (ProcessLookupError, PermissionError):
-        pass
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait(timeout=10)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # stragglers: uvicorn workers of a killed launcher
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def free_port() -> int:
@@ -250,16 +257,34 @@ def _backend_uri(backend: str, home: Path, postgres_admin: str | None) -> Iterat
 @contextmanager
 def postgres_database(admin_url: str) -> Iterator[str]:
     """A temporary database `bench_<random>`, dropped at the end even while connections linger."""
+    uri = create_database(admin_url, "bench")
+    try:
+        yield uri
+    finally:
+        drop_database(admin_url, uri)
+
+
+def create_database(admin_url: str, prefix: str) -> str:
+    """A new empty database `<prefix>_<random>` beside the admin URL's; its URI for SQLAlchemy (psycopg 3)."""
     import psycopg
 
-    name = f"bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as connection:
+    name = f"{prefix}_{secrets.token_hex(5)}"
+    with psycopg.connect(_libpq(admin_url), autocommit=True, connect_timeout=5) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return _libpq(admin_url).rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+
+
+def drop_database(admin_url: str, uri: str) -> None:
+    """Drop it even while connections linger (a killed server's)."""
+    import psycopg
+
+    name = uri.rsplit("/", 1)[1]
+    with psycopg.connect(_libpq(admin_url), autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def postgres_reachable(admin_url: str) -> str | None:
@@ -271,3 +296,51 @@ def postgres_reachable(admin_url: str) -> str | None:
             return None
     except Exception as err:  # any failure means: skip PostgreSQL, and say why
         return " ".join(str(err).split())[:200]
+
+
+@dataclass
+class S3Server:
+    port: int
+    process: subprocess.Popen
+    bucket: str = "lab-test"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+
+def start_s3(log_dir: Path, bucket: str = "lab-test") -> S3Server:
+    """moto's S3 server on a free loopback port, with one bucket."""
+    port = free_port()
+    log = log_dir / "moto.log"
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = S3Server(port, process, bucket)
+    wait_for(server.endpoint, 60, process, log)
+    server.client().create_bucket(Bucket=server.bucket)
+    return server

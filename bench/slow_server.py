@@ -62,7 +62,7 @@ def delaying_proxy(upstream_url: str, delay: float = DELAY_S) -> Iterator[str]:
     import subprocess
     import sys
 
-    from bench.servers import free_port, stop
+    from bench.servers import free_port, stop_group
 
     port = free_port()
     process = subprocess.Popen(
@@ -83,7 +83,7 @@ def delaying_proxy(upstream_url: str, delay: float = DELAY_S) -> Iterator[str]:
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:
-        stop(process)
+        stop_group(process)
 
 
 def serve_proxy(upstream_url: str, port: int, delay: float) -> None:

@@ -102,7 +102,7 @@ def pg_uri(postgres):
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
-    from tests.servers import start_s3, stop_group
+    from bench.servers import start_s3, stop_group
 
     server = start_s3(tmp_path_factory.mktemp("s3"))
     yield server

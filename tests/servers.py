@@ -8,57 +8,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
+from bench import servers as bench_servers
+from bench.servers import BIN, free_port, stop_group, wait_for
 
 PG_ADMIN_URI = os.environ.get("LAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{url} exited with {process.returncode}:\n{log.read_text()[-3000:] if log else ''}")
-        try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s:\n{log.read_text()[-3000:] if log else ''}")
-
-
-def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
-    """Signal the process; kill its whole group if it is still there after `timeout`."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        return process.wait(timeout=10)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # stragglers: uvicorn workers of a killed launcher
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 @dataclass
@@ -170,71 +128,14 @@ def run_labserver(server: LabServer, *args: str, check: bool = True) -> str:
 
 
 def create_database() -> str:
-    import psycopg
-
-    name = f"lab_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URI.replace("+psycopg", ""), autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return PG_ADMIN_URI.rsplit("/", 1)[0] + f"/{name}"
+    return bench_servers.create_database(PG_ADMIN_URI, "lab_test")
 
 
 def drop_database(uri: str) -> None:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
     from labserver.store import engine_for
 
-    engine_for.cache_clear()
-    name = make_url(uri).database
-    with psycopg.connect(PG_ADMIN_URI.replace("+psycopg", ""), autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@dataclass
-class S3Server:
-    port: int
-    process: subprocess.Popen
-    bucket: str = "lab-test"
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-
-    def client(self):
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
-
-
-def start_s3(log_dir: Path) -> S3Server:
-    port = free_port()
-    log = log_dir / "moto.log"
-    with open(log, "ab") as handle:
-        process = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = S3Server(port, process)
-    wait_for(server.endpoint, 60, process, log)
-    server.client().create_bucket(Bucket=server.bucket)
-    return server
+    engine_for.cache_clear()  # this process's pooled connections to it go first
+    bench_servers.drop_database(PG_ADMIN_URI, uri)
 
 
 def ensure_postgres() -> None:

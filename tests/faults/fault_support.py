@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from tests.servers import BIN
+from bench.servers import BIN
 
 
 def events_of(folder: Path) -> list[dict]:

@@ -14,9 +14,10 @@ import subprocess
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bench.servers import BIN
 from labclient.tracking.run import create_run
 from tests.faults.fault_support import events_of, lab_env, point_at, points
-from tests.servers import BIN, sqlite_lab_server
+from tests.servers import sqlite_lab_server
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,9 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from bench.servers import BIN
 from labclient.files import sha256_file
-from tests.servers import BIN, LabServer, run_labserver
+from tests.servers import LabServer, run_labserver
 
 pytestmark = pytest.mark.slow
 

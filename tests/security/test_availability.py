@@ -18,8 +18,8 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from bench.servers import BIN
 from labserver.throttle import LoginThrottle
-from tests.servers import BIN
 
 pytestmark = pytest.mark.slow
 

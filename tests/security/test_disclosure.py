@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import requests
 
+from bench.servers import BIN
 from labclient.safe_text import markup, one_line, printable
-from tests.servers import BIN, LabServer, run_labserver
+from tests.servers import LabServer, run_labserver
 
 HOSTILE = (
     "[link=http://evil.example]red[/link] \x1b]0;pwned\x07\x1b[2J\u202eevil\x1b]8;;http://evil.example\x07x\x1b]8;;\x07"

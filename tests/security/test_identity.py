@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
+from bench.servers import BIN
 from labclient.diary.entries import _listing
 from labclient.store import refs
 from labserver.leaderboard import PLATFORM_METRICS, UnknownMetric, leaderboard_rows
 from labserver.leaderboard_page import render
-from tests.servers import BIN
 
 WEIGHTS = {"0.weight": np.ones((10, 64), dtype=np.float32), "0.bias": np.zeros(10, dtype=np.float32)}
 

@@ -263,7 +263,8 @@ def test_rotated_and_removed_tokens_stop_working_at_once(lab_server):
 def test_team_admin_errors_are_one_line(lab_server):
     import subprocess
 
-    from tests.servers import BIN, run_labserver
+    from bench.servers import BIN
+    from tests.servers import run_labserver
 
     # once as a real process: what an instructor sees in a terminal
     real = subprocess.run(

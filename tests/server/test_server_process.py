@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from bench.servers import BIN
 from labserver.db import migrate
-from tests.servers import BIN, LabServer
+from tests.servers import LabServer
 
 pytestmark = pytest.mark.slow
 

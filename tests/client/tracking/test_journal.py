@@ -312,7 +312,7 @@ def test_disk_full_while_copying_an_artifact(isolated_lab, tmp_path):
 # --- a server that is down from the start --------------------------------------------------------------
 @pytest.mark.slow
 def test_unreachable_server_at_start_trains_and_keeps_the_run_pending(cli, isolated_lab, monkeypatch):
-    from tests.servers import free_port
+    from bench.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("LAB_TRACKING_URI", url)
