@@ -70,8 +70,7 @@ def train(
     """Train a model and log the run, its hardware, compute figures and weights."""
     from labclient.training.loop import TrainOptions
     from labclient.training.loop import train as run_training
-    from labclient.training.progress import print_table
-    from labclient.training.record import summary_rows
+    from labclient.training.progress import print_table, summary_rows
 
     overrides = {
         **_parse_params(params),

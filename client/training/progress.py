@@ -1,4 +1,4 @@
-"""Terminal output for training: a live progress bar on a TTY, plain lines otherwise."""
+"""Terminal output for training: a live progress bar on a TTY, plain lines otherwise, and the summary table."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.progress import (
 from rich.table import Table
 
 from labclient.safe_text import markup
+from labserver.units import human_bytes, human_count
 
 
 class Reporter:
@@ -74,3 +75,27 @@ def print_table(rows: list[tuple[str, str]], title: str | None = None, console: 
     for key, value in rows:
         table.add_row(markup(key), markup(value))
     (console or Console()).print(table)
+
+
+def summary_rows(result) -> list[tuple[str, str]]:
+    figures = result.figures
+    rows = [
+        ("run", result.run_name or "dry run (nothing logged)"),
+        ("trainer / data", f"{result.trainer} on {result.dataset}"),
+        ("held-out accuracy", f"{result.test_accuracy:.4f}"),
+        ("held-out cost", f"{result.test_cost:.4f}  (training cost {result.train_cost:.4f})"),
+        ("time", f"{result.seconds:.1f} s for {result.epochs} epoch(s), {result.samples_per_s:,.0f} samples/s"),
+        ("parameters", f"{figures.parameters:,} ({figures.bytes_per_parameter:g} bytes each)"),
+        ("MACs per sample", f"{human_count(figures.macs_per_sample)} ({human_count(figures.flops_per_sample)} FLOPs)"),
+        ("device", result.device),
+    ]
+    if result.weights_file_bytes:
+        rows.append(
+            (
+                "weights file",
+                f"{human_bytes(result.weights_file_bytes)} (tensors alone: {human_bytes(figures.weights_bytes)})",
+            )
+        )
+    if result.url:
+        rows.append(("see it", result.url))
+    return rows

@@ -9,7 +9,6 @@ from labclient.errors import LabError
 from labclient.models import spec
 from labclient.training import hardware
 from labserver.tags import hardware_tag
-from labserver.units import human_bytes, human_count
 
 
 def log_setup(run, session) -> None:
@@ -130,27 +129,3 @@ def check_round_trip(session) -> int:
         if not torch.allclose(session.model.cpu()(sample), rebuilt(sample), atol=1e-6):
             raise LabError("the model rebuilt from its spec predicts differently", "report this as a bug")
     return size
-
-
-def summary_rows(result) -> list[tuple[str, str]]:
-    figures = result.figures
-    rows = [
-        ("run", result.run_name or "dry run (nothing logged)"),
-        ("trainer / data", f"{result.trainer} on {result.dataset}"),
-        ("held-out accuracy", f"{result.test_accuracy:.4f}"),
-        ("held-out cost", f"{result.test_cost:.4f}  (training cost {result.train_cost:.4f})"),
-        ("time", f"{result.seconds:.1f} s for {result.epochs} epoch(s), {result.samples_per_s:,.0f} samples/s"),
-        ("parameters", f"{figures.parameters:,} ({figures.bytes_per_parameter:g} bytes each)"),
-        ("MACs per sample", f"{human_count(figures.macs_per_sample)} ({human_count(figures.flops_per_sample)} FLOPs)"),
-        ("device", result.device),
-    ]
-    if result.weights_file_bytes:
-        rows.append(
-            (
-                "weights file",
-                f"{human_bytes(result.weights_file_bytes)} (tensors alone: {human_bytes(figures.weights_bytes)})",
-            )
-        )
-    if result.url:
-        rows.append(("see it", result.url))
-    return rows

@@ -154,12 +154,12 @@ def test_a_config_error_names_the_setting_and_the_remedy(cli, isolated_lab, line
 def test_disk_full_while_caching_is_one_line_and_leaves_no_entry(cli, lab, isolated_lab, monkeypatch):
     from labclient.exchange import cache
 
-    real = cache._atomic_write
+    real = cache.atomic_write
 
     def full(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(cache, "_atomic_write", full)
+    monkeypatch.setattr(cache, "atomic_write", full)
     result = cli("fetch", "red/run-1")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert (
@@ -167,7 +167,7 @@ def test_disk_full_while_caching_is_one_line_and_leaves_no_entry(cli, lab, isola
     )
     assert cache.ModelCache.from_settings(_settings()).entries() == []  # no entry half made
 
-    monkeypatch.setattr(cache, "_atomic_write", real)
+    monkeypatch.setattr(cache, "atomic_write", real)
     assert cli("fetch", "red/run-1").exit_code == 0
     assert [entry.name for entry in cache.ModelCache.from_settings(_settings()).entries()] == ["red/run-1"]
 

@@ -124,6 +124,9 @@ def test_a_proxy_that_keeps_failing_leaves_the_run_pending_and_sync_sends_it_lat
     run = create_run(TEAM)
     for step in range(500):
         run.log_metric("cost", 1 / (step + 1), step)
+    # the sender process has met the proxy's 404 at least once (on a loaded machine it starts late, and a 3 s drain
+    # could end before its first try): what is asserted below is what it makes of that answer
+    wait_for(lambda: run.recorder.problem, 120, "the sender's first try through the proxy")
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         assert run.finish() is False and run.pending  # the retries ran out: pending, not "refused"
