@@ -29,7 +29,7 @@ from labclient.tracking.description import (
     store_run_entry,
 )  # noqa: F401
 from labclient.tracking.draft import artifact_link, describe_architecture, draft_entry  # noqa: F401  (the draft API)
-from labserver.names import is_valid_team
+from labserver.names import display_name, identity, is_valid_team
 from labserver.tags import DESCRIPTION_TAG
 
 TEAM_LIMIT = MAX_EXPERIMENT_TAG_VAL_LENGTH  # 20,000 characters in MLflow 3.17
@@ -149,8 +149,8 @@ def _locate(ref: str, tracking_uri: str | None) -> _Place:
     with mlflow_failures(target, ref, editing=False):
         if names_run:
             run = refs.resolve(client, ref)
-            team, number = refs.identity(client, run)
-            name = refs.display_name(team, number, run.info.run_id)
+            team, number = identity(client, run)
+            name = display_name(team, number, run.info.run_id)
             team = team or _experiment_name(client, run.info.experiment_id)
             description = run.data.tags.get(DESCRIPTION_TAG, "")
             return _Place(client, target, name, team, run.info.experiment_id, description, run.info.run_id)
@@ -230,11 +230,10 @@ def _entry(place: _Place, text: str, truncated: bool) -> Entry:
 
 
 def _listing(run, teams: dict[str, str]) -> Listing:
-    from labclient.store import refs
 
     tags = run.data.tags
-    team, number = refs.identity(None, run, teams)
-    name = refs.display_name(team, number, run.info.run_id)
+    team, number = identity(None, run, teams)
+    name = display_name(team, number, run.info.run_id)
     return Listing(
         ref=name,
         team=team or "",

@@ -27,6 +27,7 @@ from labclient.errors import (
 )
 from labclient.exchange.cache import CacheEntry, ModelCache, store_key
 from labclient.store import refs
+from labserver.names import display_name, identity
 from labserver.tags import WEIGHTS_BYTES_TAG
 
 Progress = Callable[[str, int, int], None]  # (artifact path, bytes so far, total bytes)
@@ -98,7 +99,7 @@ def fetch(
     client = open_client(target)
     run = refs.resolve(client, reference)
     run_id = run.info.run_id
-    team, number = refs.identity(client, run)
+    team, number = identity(client, run)
     ref = _ref_to_write(reference, team, number, store)
     with cache.lock(run_id):
         entry = None if force else cache.entry(run_id)
@@ -160,7 +161,7 @@ def _download(
     from labclient.models.fitting import fit_tensors
     from labclient.models.loading import inspect_weights
 
-    name = refs.display_name(*identity, run.info.run_id)
+    name = display_name(*identity, run.info.run_id)
     with cache.temp_dir() as scratch:
         plan = _plan(client, run, scratch, name)
         verified = {}
@@ -244,7 +245,7 @@ def _check_artifact_path(path: str) -> None:
 
 
 def _other_runs_with_weights(client, run) -> str | None:
-    team, _ = refs.identity(client, run)
+    team, _ = identity(client, run)
     if not team:
         return None
     names = [refs.run_name(team, number) for number, _, has_weights in refs.team_runs(client, team) if has_weights][:5]
@@ -300,7 +301,7 @@ def _metadata(client, run, identity: tuple, plan: _Plan, weights, tracking_uri: 
     team, number = identity
     tensors = {name: _describe_tensor(value) for name, value in weights.tensors.items()}
     return {
-        "name": refs.display_name(team, number, run.info.run_id),
+        "name": display_name(team, number, run.info.run_id),
         "team": team,
         "number": number,
         "experiment_id": run.info.experiment_id,

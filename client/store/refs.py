@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from labclient.errors import InvalidReference, NoWeights, RunNotFound
-from labserver.names import TEAM_PATTERN, display_name, identity, is_valid_team, run_name, run_number  # noqa: F401
+from labserver.names import TEAM_PATTERN, is_valid_team, run_name, run_number
 from labserver.search import iter_runs
 from labserver.tags import RUN_NUMBER_TAG, WEIGHTS_TAG
 

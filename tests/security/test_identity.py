@@ -23,7 +23,6 @@ from mlflow.tracking import MlflowClient
 
 from bench.servers import BIN
 from labclient.diary.entries import _listing
-from labclient.store import refs
 from labserver.leaderboard import PLATFORM_METRICS, UnknownMetric, leaderboard_rows
 from labserver.leaderboard_page import render
 
@@ -499,8 +498,9 @@ def test_any_values_give_a_diary_listing(data):
 @given(st.dictionaries(st.sampled_from(["lab.team", "lab.run_number", "x"]), TEXT, max_size=3), TEXT)
 def test_identity_comes_from_the_experiment_and_ascii_numbers_only(tags, experiment_name):
     run = _Run("9", "a" * 32, "red/run-1", "FINISHED", 0, {}, tags, {})
-    team, number = refs.identity(None, run, {"9": experiment_name})
-    from labserver.names import is_valid_team
+    from labserver.names import identity, is_valid_team
+
+    team, number = identity(None, run, {"9": experiment_name})
 
     assert team == (experiment_name if is_valid_team(experiment_name) else None)
     value = tags.get("lab.run_number", "")
