@@ -13,10 +13,11 @@ from flask import Flask, g, jsonify, request
 
 from labserver import views
 from labserver.auth import VERIFIED_HEADER, team_from_verified_header
-from labserver.caller import is_admin
+from labserver.caller import is_admin, mlflow_request_json
 from labserver.frontdoor import FrontDoor
-from labserver.permissions import Decision, artifact_write_escapes_run, decide
+from labserver.permissions import ArtifactPathRefused, Decision, artifact_write_target, decide
 
+_ERROR_CODES = {400: "INVALID_PARAMETER_VALUE", 403: "PERMISSION_DENIED"}
 _PASS_THROUGH = (
     Decision.PUBLIC,
     Decision.AUTHENTICATED,
@@ -95,6 +96,9 @@ def enforce_lab_rules():
         if not hasattr(result, "username"):
             return result
         user = result.username
+    refused = _artifact_write_refusal(user)
+    if refused is not None:
+        return refused
     if is_admin(user):
         return None
     if decision is None:
@@ -103,6 +107,8 @@ def enforce_lab_rules():
         return _denied(
             f"only the admin can {request.method} {request.path}; teams are set up with `labserver team add`"
         )
+    if decision is Decision.TEAM_REGISTRY:
+        return _registry_refusal(user)
     return _identity_refusal(user)
 
 
@@ -116,7 +122,36 @@ def _identity_refusal(user: str):
     suffix = api_suffix(request.path)
     if suffix is None or request.method not in ("POST", "PATCH"):
         return None
-    reason = refusal(suffix, request.method, request.get_json(force=True, silent=True), user, _get_tracking_store())
+    # the body as MLflow's handlers read it (a JSON string holding JSON included), not as it first looks
+    reason = refusal(suffix, request.method, mlflow_request_json(), user, _get_tracking_store())
+    return _denied(reason) if reason else None
+
+
+def _artifact_write_refusal(user: str):
+    """The artifact guard again, for artifact writes that Flask serves: under uvicorn the native guard below has
+    checked them already; under gunicorn or waitress this is the only check."""
+    try:
+        target = artifact_write_target(request.path, request.method)
+    except ArtifactPathRefused as err:
+        return jsonify({"error_code": "INVALID_PARAMETER_VALUE", "message": str(err)}), 400
+    refused = _model_folder_refusal(target, user) if target is not None and target.model_id else None
+    if refused is None:
+        return None
+    status, message = refused
+    return jsonify({"error_code": _ERROR_CODES[status], "message": message}), status
+
+
+def _registry_refusal(user: str):
+    """A team's registry writes: its own names and its own work only (labserver/registry.py)."""
+    from mlflow.server.handlers import _get_tracking_store
+
+    from labserver.ownership import team_names
+    from labserver.permissions import api_suffix
+    from labserver.registry import refusal
+
+    params = [mlflow_request_json(), request.args.to_dict()]
+    suffix = api_suffix(request.path) or ""
+    reason = refusal(suffix, request.method, params, user, team_names(), _get_tracking_store())
     return _denied(reason) if reason else None
 
 
@@ -134,14 +169,17 @@ def guard_native_routes(fastapi_app) -> None:
 
     @fastapi_app.middleware("http")
     async def lab_native_route_guard(http_request, call_next):
-        if artifact_write_escapes_run(http_request.url.path, http_request.method):
-            return JSONResponse(
-                {
-                    "error_code": "INVALID_PARAMETER_VALUE",
-                    "message": "artifact uploads must stay inside one run's folder",
-                },
-                status_code=400,
-            )
+        # artifact writes (native PUT, and DELETE and multipart uploads served by Flask) all pass here first
+        try:
+            target = artifact_write_target(http_request.url.path, http_request.method)
+        except ArtifactPathRefused as err:
+            return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE", "message": str(err)}, status_code=400)
+        if target is not None and target.model_id is not None:
+            team = team_from_verified_header(http_request.headers.get(VERIFIED_HEADER))
+            refused = await asyncio.to_thread(_model_folder_refusal, target, team)
+            if refused:
+                status, message = refused
+                return JSONResponse({"error_code": _ERROR_CODES[status], "message": message}, status_code=status)
         if not native_route_matches(fastapi_app, http_request.scope):
             return await call_next(http_request)  # served by Flask: enforce_lab_rules decides
         decision = native_route_decision(http_request.url.path, http_request.method)
@@ -154,3 +192,12 @@ def guard_native_routes(fastapi_app) -> None:
             {"error_code": "PERMISSION_DENIED", "message": f"{http_request.method} {http_request.url.path} is refused"},
             status_code=403,
         )
+
+
+def _model_folder_refusal(target, team: str | None) -> tuple[int, str] | None:
+    from mlflow.server.handlers import _get_tracking_store
+
+    from labserver.ownership import model_folder_refusal
+
+    admin = team is not None and is_admin(team)
+    return model_folder_refusal(_get_tracking_store(), target.experiment_id, target.model_id, team, admin)

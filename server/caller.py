@@ -38,6 +38,18 @@ def is_admin(username: str) -> bool:
     return bool(store.get_user(username).is_admin)
 
 
+def mlflow_request_json() -> dict:
+    """The request's JSON body as MLflow's handlers read it (`_get_normalized_request_json`): whatever the
+    Content-Type, and a JSON string holding JSON decoded once more; {} for anything that is not an object."""
+    body = request.get_json(force=True, silent=True)
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            body = None
+    return body if isinstance(body, dict) else {}
+
+
 def json_body() -> dict:
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):

@@ -8,9 +8,9 @@ so `red/run-42` always means the run red's experiment holds under the number the
 
 References between teams: a team may read everything, and its runs may name another team's model as an input
 (a read-only reference that shows on its own run). It may not make its work look like another team's or the
-reverse: a logged model must come from a run of its own experiment, and a run may declare as outputs only models
-of its own experiment. Writing traces (and so linking them to runs) is the admin's, like MLflow's other GenAI
-features (labserver/permissions.py).
+reverse: a logged model must come from a run of the experiment it is logged to, which must be the team's own, and a
+run may declare as outputs only models of its own experiment. Writing traces (and so linking them to runs) is the
+admin's, like MLflow's other GenAI features (labserver/permissions.py).
 """
 
 from __future__ import annotations
@@ -120,12 +120,22 @@ def _run_team(store, run_id: object) -> str | None:
 
 
 def _source_run_refusal(body: dict, caller: str, store) -> str | None:
+    """A logged model's source run is a run of the experiment the model is logged to."""
     source = body.get("source_run_id")
     if not source:
         return None
     owner = _run_team(store, source)
     if owner is not None and owner != caller:
         return f"team {caller} cannot log a model whose source run is team {owner}'s; log it from a run of your own"
+    try:
+        run_experiment = str(store.get_run(str(source)).info.experiment_id)
+    except Exception:  # an unknown run: MLflow answers it
+        return None
+    if run_experiment != str(body.get("experiment_id")):
+        return (
+            f"a logged model's source run must be a run of the experiment it is logged to: run {source} is in "
+            f"experiment {run_experiment}, not {body.get('experiment_id')}"
+        )
     return None
 
 

@@ -4,12 +4,16 @@ MLflow's basic-auth already decides most routes: every team reads everything (de
 team edits only its own experiment (MANAGE, granted by `labserver team add`). On top of that, the lab
 reserves for the admin what would let a team squat names or change the rules: creating, renaming or
 deleting experiments, managing users, roles and permissions, and the GenAI features a class does not use.
+The Model Registry is open to teams under the lab's naming rule (labserver/registry.py).
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from dataclasses import dataclass
+
+from labserver.registry import REGISTRY_READS_BY_POST, REGISTRY_WRITES
 
 
 class Decision(str, enum.Enum):
@@ -18,6 +22,7 @@ class Decision(str, enum.Enum):
     MLFLOW = "mlflow"  # basic-auth's validator for this route decides (team permissions)
     SELF_AUTHORIZING = "self-authorizing"  # MLflow filters the result by the caller's permissions
     TEAM_OWNER = "team-owner"  # lab route: the team named in the request, or the admin
+    TEAM_REGISTRY = "team-registry"  # basic-auth's validator, then the lab's registry rules (labserver/registry.py)
     ADMIN_ONLY = "admin-only"
 
 
@@ -40,7 +45,8 @@ _ADMIN_ONLY_ANY_METHOD = re.compile(
     r"|prompt-optimization(?:/.*)?"
     r")$"
 )
-# Families a class does not use: reading them is MLflow's call, changing them is the admin's.
+# Families a class does not use: reading them is MLflow's call, changing them is the admin's. The registry's
+# routes that a team may use (REGISTRY_WRITES) are decided before this.
 _ADMIN_ONLY_WRITES = re.compile(
     r"^/(?:mlflow/)?(?:registered-models|model-versions|prompts|gateway|webhooks|mcp-servers|scorers|"
     r"prompt-optimization|datasets|issues|jobs|assistant|secrets|endpoints|workspaces)(?:/.*)?$"
@@ -83,7 +89,10 @@ def decide(
         return Decision.PUBLIC
     if _ADMIN_ONLY_ANY_METHOD.match(suffix):
         return Decision.ADMIN_ONLY
-    if method not in ("GET", "HEAD", "OPTIONS") and (_ADMIN_ONLY_WRITES.match(suffix) or _TRACE_WRITES.match(suffix)):
+    if (suffix, method) in REGISTRY_WRITES:
+        return Decision.TEAM_REGISTRY if has_mlflow_validator else None
+    reads = method in ("GET", "HEAD", "OPTIONS") or (suffix, method) in REGISTRY_READS_BY_POST
+    if not reads and (_ADMIN_ONLY_WRITES.match(suffix) or _TRACE_WRITES.match(suffix)):
         return Decision.ADMIN_ONLY
     if self_authorizing or suffix in ("/mlflow/runs/search", "/graphql"):
         return Decision.SELF_AUTHORIZING
@@ -95,19 +104,55 @@ def decide(
 _ARTIFACT_WRITE = re.compile(
     r"^/(?:ajax-)?api/2\.0/mlflow-artifacts/(?:artifacts|mpu/(?:create|complete|abort))/(?P<path>.*)$"
 )
-_INSIDE_A_RUN = re.compile(r"^\d+/[0-9a-f]{32}/artifacts/(?P<file>.+)$")
+# The two folders MLflow writes artifacts into: a run's, and (MLflow 3) a logged model's, which lives under its
+# experiment's `models/` folder (SqlAlchemyStore.create_logged_model: `<experiment>/models/m-<32 hex>/artifacts`).
+_RUN_FOLDER = re.compile(r"^(?P<experiment>\d+)/(?P<run>[0-9a-f]{32})/artifacts/(?P<file>.+)$")
+_MODEL_FOLDER = re.compile(r"^(?P<experiment>\d+)/models/(?P<model>m-[0-9a-f]{32})/artifacts/(?P<file>.+)$")
+FOLDER_RULE = "artifact uploads must stay inside one run's or one logged model's folder"
 
 
-def artifact_write_escapes_run(path: str, method: str) -> bool:
-    """Uploads and deletes must name a file inside one run's artifact folder, with no `..` or absolute parts."""
+@dataclass(frozen=True)
+class ArtifactWrite:
+    """The folder an artifact upload or delete writes into: a run's (run_id) or a logged model's (model_id)."""
+
+    experiment_id: str
+    run_id: str | None = None
+    model_id: str | None = None
+
+
+class ArtifactPathRefused(ValueError):
+    """An artifact write outside one run's or logged model's folder, or with an empty, `.` or `..` part."""
+
+
+def artifact_write_target(path: str, method: str) -> ArtifactWrite | None:
+    """The folder an artifact write names; None for a request that writes no artifact (reads included).
+    Raises ArtifactPathRefused for a path outside both kinds of folder, or with an empty, '.' or '..' part."""
     from urllib.parse import unquote
 
     match = _ARTIFACT_WRITE.match(path)
     if match is None or method in ("GET", "HEAD", "OPTIONS"):
-        return False
-    artifact_path = unquote(match.group("path"))
-    inside = _INSIDE_A_RUN.match(artifact_path)
+        return None
+    artifact_path = match.group("path")
+    for _ in range(10):  # decoded until it stops changing, as MLflow's validate_path_is_safe decodes it
+        decoded = unquote(artifact_path)
+        if decoded == artifact_path:
+            break
+        artifact_path = decoded
+    else:
+        raise ArtifactPathRefused(FOLDER_RULE)
+    inside = _RUN_FOLDER.match(artifact_path) or _MODEL_FOLDER.match(artifact_path)
     if inside is None:
-        return True
+        raise ArtifactPathRefused(FOLDER_RULE)
     parts = inside.group("file").replace("\\", "/").split("/")
-    return any(part in ("", ".", "..") for part in parts)
+    if any(part in ("", ".", "..") for part in parts):
+        raise ArtifactPathRefused(FOLDER_RULE)
+    found = inside.groupdict()
+    return ArtifactWrite(found["experiment"], found.get("run"), found.get("model"))
+
+
+def artifact_write_escapes_folder(path: str, method: str) -> bool:
+    try:
+        artifact_write_target(path, method)
+    except ArtifactPathRefused:
+        return True
+    return False

@@ -1,23 +1,23 @@
-"""Chunked artifact uploads: a large file reaches a run's artifact folder in pieces small enough for any
-proxy in front of the server (nginx refuses bodies over 1 MB unless told otherwise).
+"""Chunked artifact uploads: a large file reaches a run's (or an MLflow 3 logged model's) artifact folder in pieces
+small enough for any proxy in front of the server (nginx refuses bodies over 1 MB unless told otherwise).
 
-    POST UPLOAD_CREATE    {"run_id", "path", "size", "sha256"}  ->  {"upload_id", "received", "complete"}
-    PUT  UPLOAD_CHUNK     ?upload_id=...&offset=N, the bytes     ->  {"received"}
-    POST UPLOAD_COMPLETE  {"upload_id"}                          ->  {"path"}
+    POST UPLOAD_CREATE    {"run_id" | "model_id", "path", "size", "sha256"}  ->  {"upload_id", "received", "complete"}
+    PUT  UPLOAD_CHUNK     ?upload_id=...&offset=N, the bytes                 ->  {"received"}
+    POST UPLOAD_COMPLETE  {"upload_id"}                                      ->  {"path"}
 
-The upload id is derived from (run, path, size, sha256), so creating it again resumes it: "received"
+The upload id is derived from (run or model, path, size, sha256), so creating it again resumes it: "received"
 says how many bytes the server holds, and a chunk whose answer was lost is not sent again. A chunk is
 written at its offset, which may not lie beyond what was received; the same bytes written twice change
 nothing. Complete checks the size and sha256 of what arrived and only then writes the file into the
-run's artifact folder through MLflow's artifact repository (a local folder or S3, whatever the server's
+folder through MLflow's artifact repository (a local folder or S3, whatever the server's
 --artifacts-destination is); a mismatch discards the upload and the client starts over. A completed
 upload leaves a marker, so a complete whose answer was lost answers "complete" to the next create.
 
-The caller must be allowed to update the run (basic-auth's own rule, as for log-batch), and the path
-obeys the artifact guard's rules (labserver.permissions). Refusals that can never pass (a path outside
-the run) carry INVALID_PARAMETER_VALUE; a state the client can recover from (an offset past what
-arrived, a checksum that failed) is 409 ABORTED, which it retries from create. Parts wait under
-LAB_SERVER_HOME/uploads; a day-old part or marker is removed by the next create.
+The caller must be allowed to update the run or logged model (basic-auth's own rules, as for log-batch and
+for finalizing a model), and the path obeys the artifact guard's rules (labserver.permissions). Refusals that
+can never pass (a path outside the folder) carry INVALID_PARAMETER_VALUE; a state the client can recover from
+(an offset past what arrived, a checksum that failed) is 409 ABORTED, which it retries from create. Parts wait
+under LAB_SERVER_HOME/uploads; a day-old part or marker is removed by the next create.
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ from flask import jsonify, request
 
 from labserver.caller import current_team, handle_errors, is_admin
 from labserver.errors import BadRequest, LabServerError, PermissionDenied
-from labserver.permissions import artifact_write_escapes_run
+from labserver.permissions import FOLDER_RULE, artifact_write_escapes_folder
 
 KEEP_S = 24 * 3600
 _COPY_BLOCK = 1 << 20
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
@@ -65,23 +66,40 @@ def _files(upload_id: str) -> tuple[Path, Path, Path]:
     return folder / f"{upload_id}.json", folder / f"{upload_id}.part", folder / f"{upload_id}.done"
 
 
-def _may_update(run_id: str) -> None:
-    from mlflow.server.auth import _authorize_run_id
+def _target(body: dict) -> tuple[str, str]:
+    """("run_id", id) or ("model_id", id): the run or logged model whose folder the file goes to."""
+    run_id, model_id = body.get("run_id"), body.get("model_id")
+    if model_id is not None and run_id is None:
+        if not (isinstance(model_id, str) and _MODEL_ID.match(model_id)):
+            raise BadRequest(f"invalid logged model id {model_id!r}", "give the model's id, m- and 32 hex digits")
+        return "model_id", model_id
+    if not (isinstance(run_id, str) and _RUN_ID.match(run_id)) or model_id is not None:
+        raise BadRequest(f"invalid run id {run_id!r}", "give the run's 32-character id, or a logged model's model_id")
+    return "run_id", run_id
+
+
+def _may_update(kind: str, owner_id: str) -> None:
+    from mlflow.server.auth import _authorize_logged_model_id, _authorize_run_id
 
     caller = current_team()
-    if not is_admin(caller) and not _authorize_run_id(run_id, "update"):
-        raise PermissionDenied(f"team {caller!r} cannot add files to run {run_id}", "upload to your own team's runs")
+    if is_admin(caller):
+        return
+    if kind == "model_id" and not _authorize_logged_model_id(owner_id, "update"):
+        raise PermissionDenied(
+            f"team {caller!r} cannot add files to logged model {owner_id}", "upload to your own team's models"
+        )
+    if kind == "run_id" and not _authorize_run_id(owner_id, "update"):
+        raise PermissionDenied(f"team {caller!r} cannot add files to run {owner_id}", "upload to your own team's runs")
 
 
-def _checked_path(run_id: str, path) -> str:
+def _checked_path(kind: str, owner_id: str, path) -> str:
     if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path:
         raise BadRequest(
             f"invalid artifact path {path!r}", "give a relative path inside the run, such as model/model.safetensors"
         )
-    if artifact_write_escapes_run(f"/api/2.0/mlflow-artifacts/artifacts/0/{run_id}/artifacts/{quote(path)}", "PUT"):
-        raise BadRequest(
-            "artifact uploads must stay inside one run's folder", "no empty, '.' or '..' parts in the path"
-        )
+    folder = f"0/models/{owner_id}" if kind == "model_id" else f"0/{owner_id}"
+    if artifact_write_escapes_folder(f"/api/2.0/mlflow-artifacts/artifacts/{folder}/artifacts/{quote(path)}", "PUT"):
+        raise BadRequest(FOLDER_RULE, "no empty, '.' or '..' parts in the path")
     return path
 
 
@@ -92,7 +110,8 @@ def _ticket(upload_id) -> dict:
         ticket = json.loads(_files(upload_id)[0].read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise UploadAborted(f"no upload {upload_id} is open", "create the upload again") from None
-    _may_update(ticket["run_id"])
+    kind = "model_id" if "model_id" in ticket else "run_id"
+    _may_update(kind, ticket[kind])
     return ticket
 
 
@@ -111,24 +130,24 @@ def create_upload():
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         raise BadRequest("the request body is not a JSON object", 'send {"run_id", "path", "size", "sha256"}')
-    run_id, size, sha256 = body.get("run_id"), body.get("size"), body.get("sha256")
-    if not (isinstance(run_id, str) and _RUN_ID.match(run_id)):
-        raise BadRequest(f"invalid run id {run_id!r}", "give the run's 32-character id")
+    kind, owner_id = _target(body)
+    size, sha256 = body.get("size"), body.get("sha256")
     sized = isinstance(size, int) and size >= 0
     if not sized or not (isinstance(sha256, str) and len(sha256) == 64 and _HEX.match(sha256)):
         raise BadRequest(
             "size must be a whole number of bytes and sha256 64 lowercase hex digits", "send the file's own"
         )
-    path = _checked_path(run_id, body.get("path"))
-    _may_update(run_id)
-    upload_id = hashlib.sha256(f"{run_id}\0{path}\0{size}\0{sha256}".encode()).hexdigest()[:32]
+    path = _checked_path(kind, owner_id, body.get("path"))
+    _may_update(kind, owner_id)
+    # run ids and model ids ("m-...") never coincide, so neither do their uploads
+    upload_id = hashlib.sha256(f"{owner_id}\0{path}\0{size}\0{sha256}".encode()).hexdigest()[:32]
     _prune(_staging())
     ticket, part, done = _files(upload_id)
     if done.exists():
         return jsonify({"upload_id": upload_id, "received": size, "complete": True})
     if not ticket.exists():
         tmp = ticket.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"run_id": run_id, "path": path, "size": size, "sha256": sha256}), encoding="utf-8")
+        tmp.write_text(json.dumps({kind: owner_id, "path": path, "size": size, "sha256": sha256}), encoding="utf-8")
         os.replace(tmp, ticket)
     part.touch()
     return jsonify({"upload_id": upload_id, "received": part.stat().st_size, "complete": False})
@@ -183,15 +202,16 @@ def complete_upload():
                 "what arrived does not match the announced size and sha256, so it was discarded",
                 "upload the file again",
             )
-        _store(part, ticket["run_id"], ticket["path"])
+        _store(part, ticket)
         done.touch()
         part.unlink()
     meta.unlink(missing_ok=True)
     return jsonify({"path": ticket["path"]})
 
 
-def _store(part: Path, run_id: str, path: str) -> None:
-    """Into the run's artifact folder, through the same artifact repository MLflow's upload route uses."""
+def _store(part: Path, ticket: dict) -> None:
+    """Into the run's (or logged model's) artifact folder, through the same artifact repository MLflow's upload
+    route uses."""
     from mlflow.server.handlers import (
         _get_artifact_repo_mlflow_artifacts,
         _get_tracking_store,
@@ -201,7 +221,11 @@ def _store(part: Path, run_id: str, path: str) -> None:
         get_artifact_repository,
     )
 
-    artifact_uri = _get_tracking_store().get_run(run_id).info.artifact_uri
+    store, path = _get_tracking_store(), ticket["path"]
+    if "model_id" in ticket:
+        artifact_uri = store.get_logged_model(ticket["model_id"]).artifact_location
+    else:
+        artifact_uri = store.get_run(ticket["run_id"]).info.artifact_uri
     folder, name = posixpath.split(path)
     with tempfile.TemporaryDirectory(dir=part.parent) as tmp:
         local = Path(tmp) / name

@@ -124,9 +124,13 @@ def explain_refusal(response: Response) -> Response:
     give API callers MLflow's JSON error with a message that says who was refused and what they may do."""
     if response.status_code != 403 or response.get_data() != b"Permission denied" or api_suffix(request.path) is None:
         return response
+    from labserver.registry import REGISTRY_WRITES, rule
+
     caller = g.get("mlflow_authenticated_user") or "your team"
     if request.method in ("GET", "HEAD"):
         message = f"team {caller} may not read {request.path}"
+    elif (api_suffix(request.path), request.method) in REGISTRY_WRITES:
+        message = f"{rule(caller)} (a registered model another team created is theirs to change)"
     else:
         message = (
             f"team {caller} can read every team's runs but change only its own "

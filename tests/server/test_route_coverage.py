@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from labserver.permissions import Decision, decide
+from labserver.registry import REGISTRY_READS_BY_POST, REGISTRY_WRITES
 
 pytestmark = pytest.mark.slow  # real processes
 
@@ -58,6 +59,40 @@ def test_key_routes_get_the_intended_decision(routes):
         ("POST", "/api/2.0/lab/uploads/complete"),
     ):
         assert _decision(routes, "flask", method, route) == "team-owner"
+    # MLflow 3 logged models: basic-auth decides (the owner team writes, every team reads), and the lab's rules add
+    # that a logged model's source run is a run of its own experiment (labserver/identity.py)
+    for method, route in (
+        ("POST", "/api/2.0/mlflow/logged-models"),
+        ("GET", "/api/2.0/mlflow/logged-models/<model_id>"),
+        ("PATCH", "/api/2.0/mlflow/logged-models/<model_id>"),  # finalize
+        ("POST", "/api/2.0/mlflow/logged-models/<model_id>/params"),
+        ("PATCH", "/api/2.0/mlflow/logged-models/<model_id>/tags"),
+        ("DELETE", "/api/2.0/mlflow/logged-models/<model_id>"),
+    ):
+        assert _decision(routes, "flask", method, route) == "mlflow"
+    assert _decision(routes, "flask", "POST", "/api/2.0/mlflow/logged-models/search") == "self-authorizing"
+    # the Model Registry: every team reads it; its writes are basic-auth's and then the lab's registry rules
+    for method, route in (
+        ("GET", "/api/2.0/mlflow/registered-models/get"),
+        ("GET", "/api/2.0/mlflow/registered-models/alias"),
+        ("GET", "/api/2.0/mlflow/model-versions/get"),
+        ("GET", "/api/2.0/mlflow/model-versions/get-download-uri"),
+        ("POST", "/api/2.0/mlflow/registered-models/get-latest-versions"),
+        ("GET", "/model-versions/get-artifact"),
+    ):
+        assert _decision(routes, "flask", method, route) == "mlflow"
+    assert _decision(routes, "flask", "GET", "/api/2.0/mlflow/registered-models/search") == "self-authorizing"
+    assert _decision(routes, "flask", "GET", "/api/2.0/mlflow/model-versions/search") == "self-authorizing"
+    for suffix, method in REGISTRY_WRITES:  # the table names only routes MLflow really serves
+        for prefix in ("/api/2.0", "/ajax-api/2.0"):
+            assert _decision(routes, "flask", method, prefix + suffix) == "team-registry"
+    registry_writes = {
+        (r["method"], r["route"].split("2.0", 1)[1])
+        for r in routes
+        if "/mlflow/registered-models/" in r["route"] or "/mlflow/model-versions/" in r["route"]
+        if r["method"] != "GET" and r["route"].startswith(("/api/", "/ajax-api/"))
+    }
+    assert {(m, s) for s, m in REGISTRY_WRITES} | {(m, s) for s, m in REGISTRY_READS_BY_POST} == registry_writes
     # the artifact streaming routes are native FastAPI routes that never pass Flask's hooks
     artifact_routes = [r for r in routes if r["layer"] == "fastapi" and "mlflow-artifacts/artifacts" in r["route"]]
     assert artifact_routes and {r["decision"] for r in artifact_routes} == {"mlflow"}

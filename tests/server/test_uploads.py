@@ -105,3 +105,35 @@ def test_only_a_team_that_may_update_the_run_can_upload_to_it(lab_server, blue_r
     assert _api(lab_server, "red", "POST", UPLOAD_COMPLETE, json={"upload_id": upload["upload_id"]}).status_code == 403
     assert requests.post(lab_server.url + UPLOAD_CREATE, json={}, timeout=30).status_code == 401  # no login at all
     assert _create(lab_server, "admin", blue_run, "by-admin.txt", data).status_code == 200
+
+
+def test_a_logged_models_folder_takes_chunked_uploads_from_its_team_only(lab_server, blue_run):
+    experiment_id = _api(lab_server, "blue", "GET", "/api/2.0/mlflow/runs/get", params={"run_id": blue_run}).json()[
+        "run"
+    ]["info"]["experiment_id"]
+    created = _api(
+        lab_server,
+        "blue",
+        "POST",
+        "/api/2.0/mlflow/logged-models",
+        json={"experiment_id": experiment_id, "source_run_id": blue_run, "name": "chunked"},
+    )
+    assert created.status_code == 200, created.text
+    model_id = created.json()["model"]["info"]["model_id"]
+    data = os.urandom(70_000)
+    body = {
+        "model_id": model_id,
+        "path": "data/weights.bin",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    assert _api(lab_server, "red", "POST", UPLOAD_CREATE, json=body).status_code == 403
+    upload = _api(lab_server, "blue", "POST", UPLOAD_CREATE, json=body).json()
+    assert _chunk(lab_server, "blue", upload["upload_id"], 0, data).json() == {"received": len(data)}
+    done = _api(lab_server, "blue", "POST", UPLOAD_COMPLETE, json={"upload_id": upload["upload_id"]})
+    assert done.status_code == 200, done.text
+    stored = lab_server.home / "artifacts" / experiment_id / "models" / model_id / "artifacts" / "data" / "weights.bin"
+    assert stored.read_bytes() == data
+    for wrong in ({**body, "model_id": "m-not-an-id"}, {**body, "run_id": blue_run}, {**body, "path": "../x"}):
+        refused = _api(lab_server, "blue", "POST", UPLOAD_CREATE, json=wrong)
+        assert refused.status_code == 400, refused.text
