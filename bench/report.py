@@ -29,11 +29,12 @@ METHOD = """\
 def machine() -> list[tuple[str, str]]:
     import torch
 
+    from labclient.files import git_commit
     from labclient.training import hardware
 
     memory = hardware.total_memory_bytes()
     gpu = hardware.gpu_facts("cuda")
-    commit = hardware.git_commit(REPO) or "unknown"
+    commit = git_commit(REPO) or "unknown"
     return [
         ("CPU", f"{hardware.cpu_model()}, {os.cpu_count()} cores"),
         ("torch threads", f"{torch.get_num_threads()} intra-op thread(s) for every trainer (`--torch-threads`)"),

@@ -34,6 +34,20 @@ def atomic_write(
         raise
 
 
+def git_commit(folder: Path) -> str | None:
+    """The commit checked out where `folder` lies, if it is in a git work tree and git is installed."""
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and len(commit) == 40 else None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

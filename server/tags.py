@@ -16,6 +16,10 @@ SERVER_OWNED_TAG_PREFIXES = ("lab.verified.",)
 # MLflow's own
 RUN_NAME_TAG = "mlflow.runName"
 DESCRIPTION_TAG = "mlflow.note.content"  # MLflow renders this tag as the run's (or experiment's) description
+USER_TAG = "mlflow.user"  # the run page's "Created by": the team
+SOURCE_NAME_TAG = "mlflow.source.name"  # "Source": the trainer file or the script that logged the run
+SOURCE_TYPE_TAG = "mlflow.source.type"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
 
 # what a run is
 KIND_TAG = "lab.kind"  # train, push or compare

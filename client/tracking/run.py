@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 from labclient.config import Settings, get_settings
 from labclient.errors import LabError, LabWarning, ServerUnreachable
+from labclient.files import git_commit
 from labclient.models.weights import save_safetensors
 from labclient.store.target import Target, resolve_target, validate_team
 from labclient.store.transport import open_transport
@@ -23,7 +25,16 @@ from labclient.tracking.journal import Journal, new_meta
 from labclient.tracking.recorder import Recorder, SenderProcess, check_tags
 from labclient.tracking.sender import Sender
 from labserver.names import run_name
-from labserver.tags import DESCRIPTION_TAG, WEIGHTS_BYTES_TAG, WEIGHTS_FORMAT_TAG, WEIGHTS_TAG
+from labserver.tags import (
+    DESCRIPTION_TAG,
+    GIT_COMMIT_TAG,
+    SOURCE_NAME_TAG,
+    SOURCE_TYPE_TAG,
+    USER_TAG,
+    WEIGHTS_BYTES_TAG,
+    WEIGHTS_FORMAT_TAG,
+    WEIGHTS_TAG,
+)
 
 
 class Run:
@@ -164,18 +175,21 @@ def create_run(
     allow_offline: bool = False,
     sender: SenderProcess | None = None,
     on_notice=None,
+    source: str | None = None,
 ) -> Run:
     """Start a run. `offline` journals it without contacting any server; `allow_offline` keeps going
     (journalled, numbered later) when the server cannot be reached, instead of raising ServerUnreachable.
     `sender`: a sender process already started for this target (`labclient train` starts it early).
     `on_notice(line)` hears at once of an entry the store refused for good, or of sending that stopped (a
-    token rotated mid-run); by default each becomes a LabWarning through Python's `warnings`."""
+    token rotated mid-run); by default each becomes a LabWarning through Python's `warnings`.
+    `source`: the file that logs the run (the trainer's); by default the script Python is running."""
     settings = settings or get_settings()
     team = validate_team(team or settings.team)
     target = resolve_target(settings, tracking_uri)
     offline = settings.offline if offline is None else offline
     check_tags(tags or {})
-    meta = new_meta(team, target.uri, target.kind, tags or {}, offline)
+    tags = {**standard_tags(team, source), **(tags or {})}
+    meta = new_meta(team, target.uri, target.kind, tags, offline)
     journal = Journal.create(settings.journal_dir, meta)
     unreachable = None
     try:
@@ -230,3 +244,16 @@ def start_run(
                 run.name,
                 run.journal_path,
             )
+
+
+def standard_tags(team: str, source: str | None = None) -> dict[str, str]:
+    """The fields MLflow's run page shows as "Created by" and "Source": the team, and the file that logged the run
+    (the trainer's, or the script being run) with its git commit where it lies in a git work tree."""
+    if source is None:
+        script = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else None
+        source = str(Path(script).resolve()) if script and Path(script).is_file() else "<interactive>"
+    tags = {USER_TAG: team, SOURCE_NAME_TAG: source, SOURCE_TYPE_TAG: "LOCAL"}
+    commit = git_commit(Path(source).parent) if Path(source).is_file() else None
+    if commit:
+        tags[GIT_COMMIT_TAG] = commit
+    return tags

@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from labclient.errors import DeviceUnavailable
+from labclient.files import git_commit
 
 
 def resolve_device(requested: str) -> str:
@@ -69,10 +70,6 @@ def gpu_facts(device: str) -> dict[str, str]:
     if driver:
         facts["gpu.driver"] = driver.splitlines()[0]
     return facts
-
-
-def git_commit(path: Path) -> str | None:
-    return _run(["git", "-C", str(path), "rev-parse", "HEAD"])
 
 
 def _run(command: list[str]) -> str | None:

@@ -130,6 +130,7 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
             allow_offline=True,
             sender=sender,
             on_notice=reporter.warn,
+            source=getattr(trainer, "__file__", None),
         )
     except BaseException:
         if sender is not None:
