@@ -13,6 +13,7 @@ lab's upload routes (labserver/uploads.py), each request under common proxy body
 
 from __future__ import annotations
 
+import json
 import math
 import mimetypes
 import os
@@ -122,6 +123,18 @@ class StoreTransport:
         self, run_id: str, artifact_uri: str, path: Path, artifact_path: str | None, sha256: str | None = None
     ) -> None:
         self._call("log_artifact", run_id, str(path), artifact_path)
+
+    def log_inputs(self, run_id: str, datasets: list[dict]) -> None:
+        """Datasets as MLflow run inputs (the run page's Datasets, the runs table's Dataset column); a dataset
+        the store already has for this run is not added twice."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = []
+        for item in datasets:
+            as_json = _dataset_input(item)
+            tags = [InputTag(tag["key"], tag["value"]) for tag in as_json["tags"]]
+            inputs.append(DatasetInput(Dataset(**as_json["dataset"]), tags=tags))
+        self._call("log_inputs", run_id, inputs)
 
     def set_terminated(self, run_id: str, status: str, end_time: int) -> None:
         self._call("set_terminated", run_id, status=status, end_time=end_time)
@@ -271,6 +284,10 @@ class HttpTransport:
                 received = int(answer["received"])
         self._request("POST", UPLOAD_COMPLETE, json={"upload_id": upload["upload_id"]})
 
+    def log_inputs(self, run_id: str, datasets: list[dict]) -> None:
+        body = {"run_id": run_id, "datasets": [_dataset_input(item) for item in datasets]}
+        self._request("POST", "/api/2.0/mlflow/runs/log-inputs", json=body)
+
     def set_terminated(self, run_id: str, status: str, end_time: int) -> None:
         self._request(
             "POST", "/api/2.0/mlflow/runs/update", json={"run_id": run_id, "status": status, "end_time": end_time}
@@ -312,3 +329,11 @@ def _json_double(value: float):
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     return value
+
+
+def _dataset_input(item: dict) -> dict:
+    """A dataset as MLflow's DatasetInput in its JSON (REST) form; `context` becomes the input's tag."""
+    dataset = {key: str(item[key]) for key in ("name", "digest", "source_type", "source")}
+    if item.get("profile"):
+        dataset["profile"] = json.dumps(item["profile"], sort_keys=True)
+    return {"tags": [{"key": "mlflow.data.context", "value": str(item["context"])}], "dataset": dataset}

@@ -115,6 +115,10 @@ class Recorder:
         self._append([event])
         return event["sha256"], event["size"]
 
+    def log_inputs(self, datasets: list[dict]) -> None:
+        """Datasets the run used (name, digest, source_type, source, context, optional profile)."""
+        self._append([{"type": "inputs", "datasets": datasets}])
+
     def draft_diary(self, note: str | None, architecture: str | None, plots: list[str]) -> None:
         """Draft the run's dev-diary entry on the store, once everything logged before has arrived."""
         self._append([{"type": "draft", "note": note, "architecture": architecture, "plots": plots}])

@@ -139,6 +139,31 @@ class Run:
         )
         return path
 
+    def log_dataset(
+        self,
+        name: str,
+        digest: str,
+        source: str,
+        context: str = "training",
+        *,
+        source_type: str = "local",
+        profile: dict | None = None,
+    ) -> None:
+        """A dataset this run used, as MLflow shows it: `digest` identifies its content (the same data, the same
+        digest), `context` says how the run used it ("training", "evaluation", ...)."""
+        self.recorder.log_inputs(
+            [
+                {
+                    "name": name,
+                    "digest": digest,
+                    "source": source,
+                    "context": context,
+                    "source_type": source_type,
+                    "profile": profile,
+                }
+            ]
+        )
+
     def draft_diary(self, note: str | None, architecture: str | None, plots: list[str]) -> None:
         """The drafted dev-diary entry becomes the description once the store holds the run's figures."""
         self.recorder.draft_diary(note, architecture, plots)

@@ -155,6 +155,8 @@ class Sender:
             self._send_artifact(group[0][0])
         elif kind == "draft":
             self._draft(group[0][0])
+        elif kind == "inputs":
+            self._timed(self.transport.log_inputs, self.state["run_id"], group[0][0]["datasets"])
         elif kind == "end":
             self._timed(
                 self.transport.set_terminated, self.state["run_id"], group[0][0]["status"], group[0][0]["end_time"]

@@ -16,6 +16,15 @@ def log_setup(run, session) -> None:
     run.log_params(
         {**config, "trainer": session.options.trainer, "device": session.device, **session.dataset.describe()}
     )
+    data = session.dataset
+    for split, context, labels in (("train", "training", data.train_y), ("test", "evaluation", data.test_y)):
+        run.log_dataset(
+            f"{data.name}-{split}",
+            data.fingerprint[:16],
+            data.source,
+            context,
+            profile={"num_rows": len(labels), "input_shape": list(data.input_shape), "num_classes": data.num_classes},
+        )
     facts = hardware.collect(session.device, _code_path(session.trainer))
     run.set_tags({hardware_tag(key): value for key, value in facts.items()})
     run.log_json(facts, "environment.json")

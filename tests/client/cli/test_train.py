@@ -52,6 +52,13 @@ def test_mnist_mlp_trains_and_logs_everything(cli, mnist_dir, embedded_uri, tmp_
         assert len(client.get_metric_history(run.info.run_id, key)) == 2, key
     metrics = run.data.metrics
     assert metrics["test_accuracy"] >= 0.85
+    # the data as MLflow run inputs: the Dataset column, with the fingerprint as digest and how the run used it
+    used = {
+        item.dataset.name: (item.dataset.digest, {t.key: t.value for t in item.tags}["mlflow.data.context"])
+        for item in run.inputs.dataset_inputs
+    }
+    fingerprint = run.data.params["dataset_fingerprint"]
+    assert used == {"mnist-train": (fingerprint, "training"), "mnist-test": (fingerprint, "evaluation")}
     assert metrics["compute_parameters"] == 784 * 30 + 30 + 30 * 10 + 10
     assert metrics["compute_macs_per_sample"] == 784 * 30 + 30 * 10
     assert metrics["weights_file_bytes"] > metrics["weights_expected_bytes"] == 4 * metrics["compute_parameters"]
