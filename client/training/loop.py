@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import math
@@ -137,15 +138,11 @@ def train(options: TrainOptions, reporter=None) -> TrainResult:
             sender.release()  # the run never started: kept for the next one
         raise
     _announce(run, reporter)
-    try:
+    from labclient.tracking import system_metrics
+
+    sampler = system_metrics.SystemSampler(run) if system_metrics.wanted(default=True) else contextlib.nullcontext()
+    with run, sampler:  # the sampler stops first; the run ends FINISHED, FAILED, or KILLED on Ctrl-C
         result = session.run(run)
-    except KeyboardInterrupt:
-        run.finish("KILLED")
-        raise
-    except BaseException:
-        run.finish("FAILED")
-        raise
-    run.finish("FINISHED")
     result.run_name, result.run_id, result.url = run.name, run.id, run.url
     result.pending, result.offline, result.journal = run.pending, run.offline, run.journal_path
     result.problem = run.recorder.problem if run.pending else None

@@ -23,7 +23,8 @@ def _only_run(uri: str, team: str = "blue"):
     return client, runs
 
 
-def test_mnist_mlp_trains_and_logs_everything(cli, mnist_dir, embedded_uri, tmp_path):
+def test_mnist_mlp_trains_and_logs_everything(cli, mnist_dir, embedded_uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # a sample or more in a few seconds
     result = cli(
         "train", "--team", "blue", "--epochs", "2", "--data-dir", str(mnist_dir), "--seed", "3", "--note", "first try"
     )
@@ -59,6 +60,8 @@ def test_mnist_mlp_trains_and_logs_everything(cli, mnist_dir, embedded_uri, tmp_
     }
     fingerprint = run.data.params["dataset_fingerprint"]
     assert used == {"mnist-train": (fingerprint, "training"), "mnist-test": (fingerprint, "evaluation")}
+    # system metrics, sampled during training (MLflow's switch is unset: on for `labclient train`)
+    assert metrics["system/cpu_utilization_percentage"] >= 0 and metrics["system/system_memory_usage_megabytes"] > 0
     assert metrics["compute_parameters"] == 784 * 30 + 30 + 30 * 10 + 10
     assert metrics["compute_macs_per_sample"] == 784 * 30 + 30 * 10
     assert metrics["weights_file_bytes"] > metrics["weights_expected_bytes"] == 4 * metrics["compute_parameters"]
