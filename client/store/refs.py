@@ -1,4 +1,6 @@
-"""Run references: `red/run-42`, `red/latest`, `red/best` (highest held-out accuracy) or a raw MLflow run id.
+"""Run references: `red/run-42`, `red/latest`, `red/best` (highest held-out accuracy), a raw MLflow run id, or
+MLflow's own forms: `runs:/<run id>/<path>`, `models:/<name>/<version>`, `models:/<name>@<alias>` (the Model
+Registry) and `models:/m-<id>` (a logged model), each naming the run that produced the model.
 
 `parse` only reads the text; `resolve` asks the tracking store (MlflowClient calls only, so it works the
 same on the embedded store and on a labserver). A reference that names nothing gets one line listing
@@ -19,13 +21,20 @@ from labserver.names import TEAM_PATTERN, is_valid_team, run_name, run_number
 from labserver.search import iter_runs
 from labserver.tags import RUN_NUMBER_TAG, WEIGHTS_TAG
 
-FORMS = "TEAM/run-N, TEAM/latest, TEAM/best or a 32-character run id"
+FORMS = (
+    "TEAM/run-N, TEAM/latest, TEAM/best, a 32-character run id, runs:/RUN_ID/PATH, models:/NAME/VERSION, "
+    "models:/NAME@ALIAS or models:/m-ID"
+)
 ACCURACY_METRIC = "test_accuracy"
 SUGGESTIONS = 5
 
 _NUMBERED = re.compile(r"(?P<team>[^/\s]+)/run-(?P<number>[0-9]{1,9})")
 _SELECTOR = re.compile(r"(?P<team>[^/\s]+)/(?P<selector>latest|best)")
 RUN_ID = re.compile(r"[0-9a-f]{32}")
+_RUNS_URI = re.compile(r"runs:/(?P<run_id>[0-9a-f]{32})(?:/[^\s]*)?")
+_LOGGED_MODEL = re.compile(r"models:/(?P<model_id>m-[0-9a-f]{32})/?")
+_MODEL_VERSION = re.compile(r"models:/(?P<name>[^/@\s]{1,256})/(?P<version>[1-9][0-9]{0,9})/?")
+_MODEL_ALIAS = re.compile(r"models:/(?P<name>[^/@\s]{1,256})@(?P<alias>[A-Za-z0-9_-]{1,255})/?")
 
 
 @dataclass(frozen=True)
@@ -33,8 +42,10 @@ class Reference:
     text: str
     team: str | None = None
     number: int | None = None
-    selector: str | None = None  # "number", "latest", "best" or "run_id"
+    selector: str | None = None  # "number", "latest", "best", "run_id", "logged_model", "version" or "alias"
     run_id: str | None = None
+    model: str | None = None  # a logged model's id, or a registered model's name
+    version: str | None = None  # a registered model's version number, or its alias
 
     @property
     def is_pinned(self) -> bool:
@@ -46,6 +57,14 @@ def parse(text: str) -> Reference:
     text = (text or "").strip()
     if RUN_ID.fullmatch(text):
         return Reference(text, selector="run_id", run_id=text)
+    if match := _RUNS_URI.fullmatch(text):
+        return Reference(text, selector="run_id", run_id=match["run_id"])
+    if match := _LOGGED_MODEL.fullmatch(text):
+        return Reference(text, selector="logged_model", model=match["model_id"])
+    if match := _MODEL_VERSION.fullmatch(text):
+        return Reference(text, selector="version", model=match["name"], version=match["version"])
+    if match := _MODEL_ALIAS.fullmatch(text):
+        return Reference(text, selector="alias", model=match["name"], version=match["alias"])
     for pattern in (_NUMBERED, _SELECTOR):
         match = pattern.fullmatch(text)
         if match and TEAM_PATTERN.fullmatch(match["team"]):
@@ -72,6 +91,8 @@ def resolve(client, text: str):
         raise InvalidReference(f"{err}{hint}", err.remedy) from None
     if reference.selector == "run_id":
         return _by_id(client, reference.run_id)
+    if reference.selector in ("logged_model", "version", "alias"):
+        return _by_id(client, _source_run(client, reference))
     experiment_id = _experiment_id(client, reference.team)
     if reference.selector == "number":
         return _by_number(client, experiment_id, reference)
@@ -94,6 +115,37 @@ def _by_id(client, run_id: str):
         if _is_missing(err):
             raise RunNotFound(f"no run with id {run_id}", f"use {FORMS}") from None
         raise
+
+
+def _source_run(client, reference: Reference) -> str:
+    """The run that produced the model a `models:/` reference names (a registered version's run, or its logged
+    model's source run)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if reference.selector == "version":
+            version = client.get_model_version(reference.model, reference.version)
+        elif reference.selector == "alias":
+            version = client.get_model_version_by_alias(reference.model, reference.version)
+        else:
+            version = None
+        model_id = version.model_id if version is not None else reference.model
+        run_id = version.run_id if version is not None else None
+        if not run_id and model_id:
+            run_id = client.get_logged_model(model_id).source_run_id
+    except MlflowException as err:
+        if _is_missing(err):
+            raise RunNotFound(
+                f"{reference.text} does not exist on this store",
+                "see the registered models on the MLflow UI's Models page, or the run's logged models",
+            ) from None
+        raise
+    if not run_id:
+        raise RunNotFound(
+            f"{reference.text} names a model that no run of this store produced",
+            "fetch the run that trained it, by its TEAM/run-N or run id",
+        )
+    return run_id
 
 
 def _experiment_id(client, team: str) -> str:

@@ -18,6 +18,7 @@ from tests.client.exchange_support import one_line_error, run_of
         ("red/latest", ("red", None, "latest", None)),
         ("blue/best", ("blue", None, "best", None)),
         ("0123456789abcdef0123456789abcdef", (None, None, "run_id", "0123456789abcdef0123456789abcdef")),
+        ("runs:/0123456789abcdef0123456789abcdef/model", (None, None, "run_id", "0123456789abcdef0123456789abcdef")),
     ],
 )
 def test_parse_accepts_every_form(text, expected):
@@ -27,10 +28,27 @@ def test_parse_accepts_every_form(text, expected):
 
 
 @pytest.mark.parametrize(
+    "text, selector, model, version",
+    [
+        ("models:/m-0123456789abcdef0123456789abcdef", "logged_model", "m-0123456789abcdef0123456789abcdef", None),
+        ("models:/red-mnist/3", "version", "red-mnist", "3"),
+        ("models:/red-mnist@champion", "alias", "red-mnist", "champion"),
+    ],
+)
+def test_parse_accepts_mlflows_model_forms(text, selector, model, version):
+    parsed = refs.parse(text)
+    assert (parsed.selector, parsed.model, parsed.version, parsed.is_pinned) == (selector, model, version, False)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "",
         "red",
+        "models:/red-mnist",
+        "models:/red-mnist/0",
+        "models:/m-12",
+        "runs:/0123abc/model",
         "red/run42",
         "red/run-",
         "Red/run-1",
@@ -107,3 +125,27 @@ def test_team_without_weights_has_no_latest(lab):
 )
 def test_cli_errors_are_one_line(cli, lab, reference, fragments):
     one_line_error(cli("fetch", reference), *fragments)
+
+
+@pytest.mark.slow
+def test_mlflows_model_references_name_the_run_that_produced_the_model(lab, cli):
+    """A registered version (by number or alias) and a logged model resolve to their run; fetch takes them all."""
+    client = MlflowClient(lab.uri)
+    red_2 = run_of(lab.uri, "red/run-2")
+    client.create_registered_model("red-refs")
+    version = client.create_model_version("red-refs", f"runs:/{red_2.info.run_id}/model", run_id=red_2.info.run_id)
+    client.set_registered_model_alias("red-refs", "champion", version.version)
+    logged = client.create_logged_model(red_2.info.experiment_id, source_run_id=red_2.info.run_id)
+    for text in (
+        f"models:/red-refs/{version.version}",
+        "models:/red-refs@champion",
+        f"models:/{logged.model_id}",
+        f"runs:/{red_2.info.run_id}/model",
+    ):
+        assert refs.resolve(client, text).info.run_name == "red/run-2", text
+    fetched = cli("fetch", "models:/red-refs@champion")
+    assert fetched.exit_code == 0 and "red/run-2" in fetched.output
+    one_line_error(cli("fetch", "models:/red-refs@nobody"), "models:/red-refs@nobody does not exist")
+    one_line_error(cli("fetch", "models:/nobody/1"), "models:/nobody/1 does not exist")
+    orphan = client.create_logged_model(red_2.info.experiment_id)
+    one_line_error(cli("fetch", f"models:/{orphan.model_id}"), "names a model that no run of this store produced")
