@@ -27,6 +27,7 @@ METRIC_ALIASES = {"accuracy": "test_accuracy", "cost": "test_cost", "loss": "tes
 _LOWER_IS_BETTER = ("cost", "loss", "error", "time", "bytes", "flops", "macs", "parameters")
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 _FINISHED = "attributes.status = 'FINISHED'"
+_LOOKED_AT = 500  # runs read per team to say why it is left out: enough to tell, bounded for a busy store
 # what every run of `labclient train` logs: an empty board for one of these is just empty, never a typo
 PLATFORM_METRICS = ("test_accuracy", "test_cost", "train_accuracy", "train_cost", "training_time_s", "samples_per_s")
 
@@ -74,6 +75,42 @@ def leaderboard_rows(
         _check_metric_exists(client, list(experiments), metric)
     rows = [_row(rank, run, metric, experiments, target) for rank, run in enumerate(runs, start=1)]
     return rows[:limit] if limit else rows
+
+
+def left_out(client, *, metric: str = DEFAULT_METRIC, ranked: list[dict] | None = None) -> list[dict[str, str]]:
+    """Every team without a row on the board by team, with the reason: a team that logs with plain MLflow, or has
+    not finished a run yet, is named rather than silently missing. `ranked`: the board's rows, if already read."""
+    metric = metric_key(metric)
+    rows = ranked if ranked is not None else leaderboard_rows(client, metric=metric, by="team")
+    on_board = {row["team"] for row in rows}
+    reasons = []
+    for experiment in client.search_experiments():
+        team = experiment.name
+        if not is_valid_team(team) or team in on_board:
+            continue
+        reasons.append({"team": team, "reason": _why_left_out(client, experiment.experiment_id, metric)})
+    return sorted(reasons, key=lambda item: item["team"])
+
+
+def _why_left_out(client, experiment_id: str, metric: str) -> str:
+    finished = with_weights = with_metric = 0
+    for run in iter_runs(client, [experiment_id], _FINISHED, page_size=100):
+        finished += 1
+        weights = WEIGHTS_TAG in run.data.tags
+        with_weights += weights
+        with_metric += weights and metric in run.data.metrics
+        if finished >= _LOOKED_AT:
+            break
+    if not finished:
+        return "no finished run yet"
+    if not with_weights:
+        return (
+            f"{finished} finished run(s), none with weights another team can fetch (labclient's "
+            "model/model.safetensors): log them with `labclient train`, `push` or `run.log_weights`"
+        )
+    if not with_metric:
+        return f"no finished run with weights logs {metric}"
+    return f"the {metric} values of its runs are not finite numbers"
 
 
 def _counts(run, metric: str) -> bool:

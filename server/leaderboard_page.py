@@ -65,8 +65,10 @@ def experiment_path(experiment_id: str) -> str:
     return f"#/experiments/{quote(str(experiment_id), safe='')}?{UI_LAYOUT}"
 
 
-def render(rows: list[dict], *, metric: str, by: str, error: str | None = None) -> str:
-    """The whole page; `error` (a one-line message) replaces the table."""
+def render(
+    rows: list[dict], *, metric: str, by: str, error: str | None = None, left_out: list[dict] | None = None
+) -> str:
+    """The whole page; `error` (a one-line message) replaces the table; `left_out` names the unranked teams."""
     extra = metric not in ("test_accuracy", "test_cost")
     heading = f"Best run of each team, by {metric}" if by == "team" else f"Best runs of all teams, by {metric}"
     if error:
@@ -78,6 +80,9 @@ def render(rows: list[dict], *, metric: str, by: str, error: str | None = None) 
         )
     else:
         body = _table(rows, metric if extra else None)
+    if left_out and not error:
+        items = "".join(f"<li>{escape(item['team'])}: {escape(item['reason'])}</li>" for item in left_out)
+        body += f'\n<p class="muted">Not on the board:</p>\n<ul class="muted" id="left-out">{items}</ul>'
     json_link = escape("../api/2.0/lab/leaderboard?" + urlencode({"metric": metric, "by": by}))
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

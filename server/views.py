@@ -98,21 +98,37 @@ def leaderboard_json():
 
     metric, by, limit = _leaderboard_query()
     rows = _leaderboard_rows(metric, by, limit)
+    answer = {"metric": metric, "by": by, "rows": rows}
+    if by == "team":
+        answer["left_out"] = _left_out(metric, rows if not limit else None)
     for row in rows:
         row["url"] = request.url_root + run_path(row["experiment_id"], row["run_id"])
-    return jsonify({"metric": metric, "by": by, "rows": rows})
+    return jsonify(answer)
+
+
+def _left_out(metric: str, rows: list[dict] | None) -> list[dict]:
+    from mlflow.tracking import MlflowClient
+
+    from labserver.leaderboard import left_out
+    from labserver.tracking_uri import tracking_store_uri
+
+    return left_out(MlflowClient(tracking_store_uri()), metric=metric, ranked=rows)
 
 
 def leaderboard_page():
     from labserver import leaderboard_page as page
 
     metric, by, status, rows, error = request.args.get("metric") or "test_accuracy", "team", 200, [], None
+    unranked: list[dict] = []
     try:
         metric, by, limit = _leaderboard_query()
         rows = _leaderboard_rows(metric, by, limit)
+        if by == "team":
+            unranked = _left_out(metric, rows if not limit else None)
     except LabServerError as err:
         status, error = err.status, err.one_line()
-    response = Response(page.render(rows, metric=metric, by=by, error=error), status=status, mimetype="text/html")
+    html = page.render(rows, metric=metric, by=by, error=error, left_out=unranked)
+    response = Response(html, status=status, mimetype="text/html")
     response.headers["Content-Security-Policy"] = page.CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "no-store"

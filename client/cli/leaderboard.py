@@ -6,7 +6,7 @@ import json
 
 import click
 
-from labclient.safe_text import markup
+from labclient.safe_text import markup, one_line
 
 
 @click.command()
@@ -29,14 +29,19 @@ from labclient.safe_text import markup
 def leaderboard(metric, by, limit, as_json, tracking_uri):
     """Each team's best model on held-out data: accuracy, cost, size, compute, time and device."""
     from labclient.diary.leaderboard import leaderboard as read_leaderboard
+    from labclient.diary.leaderboard import left_out
 
     rows = read_leaderboard(metric=metric, by=by, limit=limit, tracking_uri=tracking_uri)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-    elif not rows:
+        return
+    if not rows:
         click.echo("no finished runs with weights yet: train one with `labclient train --team TEAM`")
     else:
         _print_leaderboard(rows, by)
+    if by == "team":
+        for item in left_out(metric=metric, tracking_uri=tracking_uri):
+            click.echo(f"not on the board: {one_line(item['team'])}: {one_line(item['reason'])}")
 
 
 def _print_leaderboard(rows: list[dict], by: str) -> None:

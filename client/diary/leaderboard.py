@@ -23,3 +23,17 @@ def leaderboard(
         return leaderboard_rows(open_client(target), metric=metric or DEFAULT_METRIC, by=by, limit=limit, target=target)
     except LabServerError as err:  # an unknown metric or ranking: the user's to fix, said in one line
         raise ConfigError(str(err), err.remedy) from None
+
+
+def left_out(*, metric: str | None = None, tracking_uri: str | None = None) -> list[dict]:
+    """The teams the board by team leaves out, each with the reason (a plain-MLflow team, a team without a
+    finished run, ...)."""
+    from labserver.errors import LabServerError
+    from labserver.leaderboard import DEFAULT_METRIC
+    from labserver.leaderboard import left_out as unranked
+
+    target = resolve_target(get_settings(), tracking_uri)
+    try:
+        return unranked(open_client(target), metric=metric or DEFAULT_METRIC)
+    except LabServerError as err:
+        raise ConfigError(str(err), err.remedy) from None

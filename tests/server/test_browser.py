@@ -359,6 +359,9 @@ def test_the_leaderboard_json_twin(lab_server, trained):
     assert body["metric"] == "test_cost" and body["by"] == "team"
     costs = [row["test_cost"] for row in body["rows"]]
     assert costs == sorted(costs) and {"red", "blue"} <= {row["team"] for row in body["rows"]}
+    # every team without a row is named with the reason; the ranked teams are not
+    assert all(set(item) == {"team", "reason"} and item["reason"] for item in body["left_out"])
+    assert not {"red", "blue"} & {item["team"] for item in body["left_out"]}
     for row in body["rows"]:
         assert row["url"] == f"{lab_server.url}/#/experiments/{row['experiment_id']}/runs/{row['run_id']}?{LAYOUT}"
     for query, fragment in (

@@ -136,6 +136,22 @@ def test_unknown_metric_is_one_line_with_suggestions(lab, cli):
     )
 
 
+@pytest.mark.slow  # a run on a store: its sender process starts (about 2 s of MLflow imports)
+def test_teams_left_out_are_named_with_the_reason(lab, cli, embedded_uri):
+    from labserver.leaderboard import left_out
+
+    client = MlflowClient(embedded_uri)
+    client.create_experiment("purple")  # a team that has not finished a run yet
+    reasons = {item["team"]: item["reason"] for item in left_out(client)}
+    assert set(reasons) == {"green", "purple"}  # blue and red rank; Default is no team
+    assert reasons["green"].startswith("1 finished run(s), none with weights another team can fetch")
+    assert reasons["purple"] == "no finished run yet"
+    assert left_out(client, metric="cost")[0]["team"] == "green"
+    table = cli("leaderboard")
+    assert "not on the board: green: 1 finished run(s), none with weights" in table.output
+    assert "not on the board: purple: no finished run yet" in table.output
+
+
 def test_an_empty_store_says_so(cli):
     result = cli("leaderboard")
     assert result.exit_code == 0 and "no finished runs with weights yet" in result.output
