@@ -100,7 +100,11 @@ def test_a_sender_that_dies_is_reported_and_sync_sends_the_rest(isolated_lab, em
 
 
 TRAINING_PROCESS = """
+import signal
 import sys
+# a terminal's foreground job answers Ctrl-C with Python's KeyboardInterrupt, even when this test runs under a
+# runner started in the background, whose SIGINT is ignored (and inherited as ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from labclient.tracking.run import start_run
 with start_run("blue") as run:
     run.log_metric("cost", 1.0, 0)
