@@ -40,7 +40,8 @@ def leaderboard(metric, by, limit, as_json, tracking_uri):
     else:
         _print_leaderboard(rows, by)
     if by == "team":
-        for item in left_out(metric=metric, tracking_uri=tracking_uri):
+        # a board cut by --limit is not the whole board: then left_out reads it whole itself
+        for item in left_out(metric=metric, tracking_uri=tracking_uri, ranked=None if limit else rows):
             click.echo(f"not on the board: {one_line(item['team'])}: {one_line(item['reason'])}")
 
 

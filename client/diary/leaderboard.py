@@ -25,15 +25,17 @@ def leaderboard(
         raise ConfigError(str(err), err.remedy) from None
 
 
-def left_out(*, metric: str | None = None, tracking_uri: str | None = None) -> list[dict]:
+def left_out(
+    *, metric: str | None = None, tracking_uri: str | None = None, ranked: list[dict] | None = None
+) -> list[dict]:
     """The teams the board by team leaves out, each with the reason (a plain-MLflow team, a team without a
-    finished run, ...)."""
+    finished run, ...). `ranked`: the whole board by team, if already read, so it is not read again."""
     from labserver.errors import LabServerError
     from labserver.leaderboard import DEFAULT_METRIC
     from labserver.leaderboard import left_out as unranked
 
     target = resolve_target(get_settings(), tracking_uri)
     try:
-        return unranked(open_client(target), metric=metric or DEFAULT_METRIC)
+        return unranked(open_client(target), metric=metric or DEFAULT_METRIC, ranked=ranked)
     except LabServerError as err:
         raise ConfigError(str(err), err.remedy) from None
